@@ -1,0 +1,26 @@
+"""The dataset store: schema, creation, opening and verification."""
+
+from ptychozarr.store.create import StoreWriter, consolidate, create_array, stage_subgroup
+from ptychozarr.store.open import open_dataset, open_datatree, open_store
+from ptychozarr.store.schema import (
+    FORMAT_VERSION,
+    GROUP_ARRAYS,
+    PREDICTION_ARRAYS,
+    RAW_ARRAYS,
+    ArraySpec,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "GROUP_ARRAYS",
+    "PREDICTION_ARRAYS",
+    "RAW_ARRAYS",
+    "ArraySpec",
+    "StoreWriter",
+    "consolidate",
+    "create_array",
+    "open_dataset",
+    "open_datatree",
+    "open_store",
+    "stage_subgroup",
+]
