@@ -33,7 +33,7 @@ class _Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dictionary."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[_ConfigT], values: Mapping[str, Any]) -> _ConfigT:

@@ -15,7 +15,9 @@ from ptychozarr.store import RAW_ARRAYS, StoreWriter, open_store, stage_subgroup
 from ptychozarr.store.schema import GROUP_ARRAYS
 
 
-def _write_minimal(path: Path, n_scan: int = 10, *, chunk_frames: int = 4, **kwargs: object) -> Path:
+def _write_minimal(
+    path: Path, n_scan: int = 10, *, chunk_frames: int = 4, **kwargs: object
+) -> Path:
     rng = np.random.default_rng(0)
     with StoreWriter(path, **kwargs) as writer:  # type: ignore[arg-type]
         writer.create_array(RAW_ARRAYS["diffraction"], (n_scan, 8, 8), chunk_frames=chunk_frames)
@@ -100,6 +102,5 @@ def test_stage_subgroup_is_atomic(tmp_path: Path) -> None:
     reopened = open_store(store)
     assert reopened["groups/ok"].attrs["gridsize"] == 1
     assert reopened["groups/ok/indices"][:].ravel().tolist() == [0, 1, 2]
-    with pytest.raises(OutputExistsError):
-        with stage_subgroup(store, "groups/ok"):
-            pass
+    with pytest.raises(OutputExistsError), stage_subgroup(store, "groups/ok"):
+        pass

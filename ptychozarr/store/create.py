@@ -1,9 +1,10 @@
 """Creation of stores and subgroups: codecs, chunking, atomic publication and resume.
 
 A new dataset store is written into a temporary sibling ``<out>.partial`` and renamed to its final
-name only when complete, so the final name never shows a half-written store. Progress is recorded
-after every chunk-aligned slab, which lets an interrupted writer resume where it stopped. A sibling
-lock file ``<out>.lock`` keeps two writers apart and is recognised as stale once its process is gone.
+name only when complete, so the final name never shows a half-written store. Progress is
+recorded after every chunk-aligned slab, which lets an interrupted writer resume where it stopped.
+A sibling lock file ``<out>.lock`` keeps two writers apart and is recognised as stale once its
+process is gone.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...], *,
         chunks[axis] = max(1, min(frames, shape[axis]))
     chunks = [max(1, c) for c in chunks]
 
-    attributes = {"units": units or spec.units, "long_name": spec.long_name}
+    attributes: dict[str, Any] = {"units": units or spec.units, "long_name": spec.long_name}
     attributes.update(attrs or {})
     fill_value: Any = False if spec.dtype == "bool" else 0
     return group.create_array(
@@ -143,7 +144,9 @@ class _Lock:
         return not _pid_alive(int(owner.get("pid", -1)))
 
     def acquire(self, *, take_over_stale: bool) -> None:
-        body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        body = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        )
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -286,9 +289,16 @@ class StoreWriter:
             array = self.group[spec.name]
             if isinstance(array, zarr.Array) and tuple(array.shape) == tuple(shape):
                 return array
-        array = create_array(self.group, spec, shape, overwrite=spec.name in self.group, **kwargs)
+        exists = spec.name in self.group
+        array = create_array(self.group, spec, shape, overwrite=exists, **kwargs)
         self._progress["frames_done"][spec.name] = 0
         self._save_progress()
+        return array
+
+    def _array(self, name: str) -> zarr.Array:
+        array = self.group[name]
+        if not isinstance(array, zarr.Array):
+            raise TypeError(f"{name!r} in {self.partial} is a group, not an array")
         return array
 
     def frames_done(self, name: str) -> int:
@@ -301,13 +311,13 @@ class StoreWriter:
         ``start`` must fall on a chunk boundary, and the slab must end on one or at the end of
         the array, so no chunk is written twice by different slabs.
         """
-        array = self.group[name]
-        assert isinstance(array, zarr.Array)
+        array = self._array(name)
         chunk = array.chunks[0]
         stop = start + data.shape[0]
         if start % chunk or (stop % chunk and stop != array.shape[0]):
             raise ValueError(
-                f"slab [{start}:{stop}] of {name!r} is not aligned with its chunks of {chunk} frames"
+                f"slab [{start}:{stop}] of {name!r} is not aligned with its chunks of "
+                f"{chunk} frames"
             )
         array[start:stop] = data
         self._progress["frames_done"][name] = stop
@@ -315,8 +325,7 @@ class StoreWriter:
 
     def write_whole(self, name: str, data: np.ndarray) -> None:
         """Write a small array in one call and mark it complete."""
-        array = self.group[name]
-        assert isinstance(array, zarr.Array)
+        array = self._array(name)
         array[...] = data
         self._progress["frames_done"][name] = int(data.shape[0]) if data.ndim else 1
         self._save_progress()

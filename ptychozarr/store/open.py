@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import xarray as xr
 import zarr
@@ -50,7 +50,7 @@ def store_location(path: StorePath, *, mode: str = "r") -> Any:
     return text
 
 
-def open_store(path: StorePath, *, mode: str = "r") -> zarr.Group:
+def open_store(path: StorePath, *, mode: Literal["r", "r+"] = "r") -> zarr.Group:
     """Open the root group of a dataset store and check its format version.
 
     Parameters
