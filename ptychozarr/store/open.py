@@ -7,6 +7,7 @@ Paths may be local directories, ``.zip`` files of a finished store (read-only) o
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,12 @@ import xarray as xr
 import zarr
 from zarr.storage import ZipStore
 
-from ptychozarr.errors import InputFileNotFoundError, MissingKeyError, StoreSchemaError
+from ptychozarr.errors import (
+    InputFileError,
+    InputFileNotFoundError,
+    MissingKeyError,
+    StoreSchemaError,
+)
 from ptychozarr.store.schema import REQUIRED_RAW_ARRAYS, check_format_version
 
 __all__ = ["StorePath", "open_dataset", "open_datatree", "open_store", "store_location"]
@@ -46,8 +52,30 @@ def store_location(path: StorePath, *, mode: str = "r") -> Any:
             raise StoreSchemaError(
                 f"{text}: a zipped store is read-only. Unzip it to a directory to write to it."
             )
+        _check_zip_layout(local)
         return ZipStore(local, mode="r", read_only=True)
     return text
+
+
+def _check_zip_layout(archive: Path) -> None:
+    """Reject a zip whose store sits in a folder: zarr reads ``zarr.json`` at the zip root only."""
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            names = handle.namelist()
+    except zipfile.BadZipFile as error:
+        raise InputFileError(
+            f"{archive}: not a readable zip file ({error}). Zip the store again."
+        ) from error
+    if "zarr.json" in names:
+        return
+    folders = sorted(name[: -len("zarr.json")] for name in names
+                     if name.endswith("/zarr.json") and name.count("/") == 1)
+    if folders:
+        raise StoreSchemaError(
+            f"{archive}: the zip contains the store under {folders[0]!r}, but zarr needs zarr.json at "
+            "the zip root. Zip the store's contents instead: "
+            f"cd {folders[0]} && zip -r -0 ../{archive.name} ."
+        )
 
 
 def open_store(path: StorePath, *, mode: Literal["r", "r+"] = "r") -> zarr.Group:
