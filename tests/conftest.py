@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,19 @@ def run1084_path() -> Path:
 def petra_cxi_path() -> Path:
     """The PETRA III P25 near-field CXI file."""
     return shared_file("cdtools-petra-nearfield/PETRAIII_P25_Near_Field_Ptycho.cxi")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dask fixtures: one LocalCluster for the whole session, shared by the inference, stitching and
+# comparison tests (a test that kills workers starts its own).
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def dask_client() -> Any:
+    """A client of a one-worker LocalCluster (2 threads, 3 GiB) started by ``make_client``."""
+    from ptychozarr.cluster import close_client, make_client
+
+    client = make_client(n_workers=1, threads_per_worker=2, memory_limit="3GiB",
+                         dashboard_address=None)
+    yield client
+    close_client(client)
