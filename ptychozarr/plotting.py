@@ -282,25 +282,29 @@ def plot_reconstructions(reconstructions: Mapping[str, Any], *, ground_truth: An
 
 
 def plot_frc(curves: Mapping[str, Any], *, frequency: Any | None = None,
-             frequency_label: str = "ring index", ax: Axes | None = None,
-             thresholds: Mapping[str, float] | None = None, title: str | None = None) -> Axes:
+             frequency_label: str | None = None, ax: Axes | None = None,
+             thresholds: Mapping[str, float] | None = None, halfbit: bool = True,
+             title: str | None = None) -> Axes:
     """Draw Fourier ring correlation curves with the fixed 0.5 and 1/7 thresholds.
 
     Parameters
     ----------
     curves
-        Label (for example ``"PtychoPINN amplitude"``) to a (ring,) FRC curve, values in [0, 1]
-        (a DataArray with a ``frequency`` coordinate supplies the x axis itself). A curve may
-        also be (ring, 2) for (value, threshold) pairs; then only the value column is drawn.
+        Label (for example ``"PtychoPINN amplitude"``) to one curve, either a
+        :class:`ptychozarr.metrics.FRCCurve` (drawn against spatial frequency: in 1/µm when its
+        pixel size is known, else in cycles per pixel, with its half-bit threshold), a DataArray
+        with a ``frequency`` coordinate, or a (ring,) array of FRC values.
     frequency
-        (ring,) x positions shared by all curves, such as spatial frequency in 1/m; default: the
-        ring index.
+        (ring,) x positions for the curves given as plain arrays; default: the ring index.
     frequency_label
-        Label of the x axis, with units.
+        Label of the x axis, with units; default: taken from the first curve.
     ax
         Axes to draw into; default: a new figure.
     thresholds
         Label to constant threshold drawn as a dashed line; default: 0.5 and 1/7.
+    halfbit
+        Draw the half-bit threshold of each :class:`~ptychozarr.metrics.FRCCurve` as a dotted
+        line in the curve's colour.
     title
         Axes title; default ``"Fourier ring correlation"``.
 
@@ -308,19 +312,27 @@ def plot_frc(curves: Mapping[str, Any], *, frequency: Any | None = None,
     -------
     matplotlib.axes.Axes
         The axes drawn into.
+
+    Raises
+    ------
+    InvalidInputError
+        ``frequency`` does not have one value per ring of a curve.
     """
     ax = _new_axes(ax, figsize=(5.5, 4.0))
+    labels = []
     for label, curve in curves.items():
-        values = np.asarray(getattr(curve, "values", curve), dtype=np.float64)
-        values = values[:, 0] if values.ndim == 2 else values
-        x_values = _frc_axis(curve, frequency, values.size, label=label)
-        ax.plot(x_values, values, label=label)
+        x_values, values, axis_label = _frc_points(curve, frequency, label=label)
+        labels.append(axis_label)
+        (line,) = ax.plot(x_values, values, label=label)
+        if halfbit and hasattr(curve, "halfbit_threshold"):
+            ax.plot(x_values, np.asarray(curve.halfbit_threshold), linestyle=":",
+                    color=line.get_color(), label=f"{label} half-bit threshold")
     for label, level in (thresholds if thresholds is not None else FRC_THRESHOLDS).items():
         ax.axhline(level, linestyle="--", linewidth=0.8, color="gray")
         ax.annotate(label, (1.0, level), xycoords=("axes fraction", "data"), ha="right",
                     va="bottom", fontsize="small", color="gray")
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.05)
-    ax.set_xlabel(frequency_label)
+    ax.set_xlabel(frequency_label or (labels[0] if labels else "ring index"))
     ax.set_ylabel("FRC")
     ax.set_title(title or "Fourier ring correlation")
     if curves:
@@ -328,18 +340,30 @@ def plot_frc(curves: Mapping[str, Any], *, frequency: Any | None = None,
     return ax
 
 
-def _frc_axis(curve: Any, frequency: Any | None, size: int, *, label: str) -> np.ndarray:
+def _frc_points(curve: Any, frequency: Any | None, *,
+                label: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return the x values, FRC values and x-axis label of one curve."""
+    if hasattr(curve, "correlation"):
+        values = np.asarray(curve.correlation, dtype=np.float64)
+        per_m = curve.frequency_per_m
+        if per_m is not None:
+            return np.asarray(per_m) * 1e-6, values, "spatial frequency (1/µm)"
+        per_px = np.asarray(curve.frequency_cycles_per_px)
+        return per_px, values, "spatial frequency (cycles/pixel)"
+
+    values = np.asarray(getattr(curve, "values", curve), dtype=np.float64)
     coordinates = getattr(curve, "coords", {})
     if frequency is None and "frequency" in coordinates:
         frequency = coordinates["frequency"]
     if frequency is None:
-        return np.arange(size)
+        return np.arange(values.size), values, "ring index"
     x_values = np.asarray(getattr(frequency, "values", frequency), dtype=np.float64)
-    if x_values.shape != (size,):
+    if x_values.shape != values.shape:
         raise InvalidInputError(
-            f"frequency: shape {x_values.shape!r} does not match curve {label!r} of {size} rings."
+            f"frequency: shape {x_values.shape!r} does not match curve {label!r} of "
+            f"{values.size} rings."
         )
-    return x_values
+    return x_values, values, "frequency"
 
 
 def plot_history(history: Mapping[str, Sequence[float]], *, keys: Sequence[str] | None = None,

@@ -12,6 +12,7 @@ from matplotlib.colors import LogNorm
 
 from ptychozarr import plotting
 from ptychozarr.errors import InvalidInputError
+from ptychozarr.metrics import fourier_ring_correlation
 
 
 @pytest.fixture(autouse=True)
@@ -157,6 +158,31 @@ def test_frc_frequency_coordinate() -> None:
     ax = plotting.plot_frc({"amplitude": curve}, frequency_label="spatial frequency (1/m)")
     np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), frequency)
     assert ax.get_xlabel() == "spatial frequency (1/m)"
+
+
+def test_frc_plain_array_ring_index() -> None:
+    ax = plotting.plot_frc({"a": np.linspace(1, 0, 5)})
+    assert ax.get_xlabel() == "ring index"
+
+
+def test_frc_curve_objects_from_metrics() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32))
+    curve = fourier_ring_correlation(image, image + 0.1 * rng.random((32, 32)),
+                                     pixel_size_m=10e-9)
+    ax = plotting.plot_frc({"amplitude": curve})
+    value_line, halfbit_line = ax.get_lines()[:2]
+    np.testing.assert_allclose(value_line.get_ydata(), curve.correlation)
+    np.testing.assert_allclose(value_line.get_xdata(), curve.frequency_cycles_per_px / 10e-3)
+    np.testing.assert_allclose(halfbit_line.get_ydata(), curve.halfbit_threshold)
+    assert ax.get_xlabel() == "spatial frequency (1/µm)"
+
+
+def test_frc_curve_without_pixel_size() -> None:
+    image = np.random.default_rng(0).random((16, 16))
+    ax = plotting.plot_frc({"phase": fourier_ring_correlation(image, image)}, halfbit=False)
+    assert ax.get_xlabel() == "spatial frequency (cycles/pixel)"
+    assert len(ax.get_lines()) == 3
 
 
 def test_frc_frequency_length_mismatch() -> None:
