@@ -246,22 +246,41 @@ def input_normalisation(diffraction: zarr.Array, indices: np.ndarray) -> float:
 # Materialisation ------------------------------------------------------------------------------
 
 
+def _read_rows(diffraction: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    """Read sorted unique ``rows`` of (scan, ky, kx) ``diffraction``, one storage chunk at a time.
+
+    Whole chunks are read and the rows picked in memory, which is much faster than a row-wise
+    selection when many rows of a chunk are needed.
+    """
+    chunk = int(diffraction.chunks[0])
+    out = np.empty((len(rows), *diffraction.shape[1:]), dtype=diffraction.dtype)
+    chunk_ids = rows // chunk
+    for chunk_id in np.unique(chunk_ids):
+        wanted = np.flatnonzero(chunk_ids == chunk_id)
+        start = int(chunk_id) * chunk
+        block = np.asarray(diffraction[start:start + chunk])
+        out[wanted] = block[rows[wanted] - start]
+    return out
+
+
 def _gather_block(indices: np.ndarray, *, diffraction: zarr.Array, alpha: float) -> np.ndarray:
     """Read the member patterns of a block of groups: (group, ky, kx, channel) float32."""
     rows, inverse = np.unique(indices, return_inverse=True)
-    patterns = np.asarray(diffraction.get_orthogonal_selection((rows,)))
-    grouped = patterns[inverse.reshape(indices.shape)]
+    grouped = _read_rows(diffraction, rows)[inverse.reshape(indices.shape)]
     return (np.moveaxis(grouped, 1, -1) * alpha).astype(np.float32)
 
 
-def _truth_block(members: np.ndarray, *, obj: np.ndarray, n: int, part: str) -> np.ndarray:
-    """Cut patches at member positions (group, channel, xy): (group, py, px, channel) float32."""
+def _truth_block(members: np.ndarray, *, obj: np.ndarray, n: int) -> np.ndarray:
+    """Cut patches at member positions (group, channel, xy).
+
+    Returns (group, py, px, channel, part) float32 with part 0 the amplitude, 1 the phase.
+    """
     from ptychozarr import physics
 
     groups, channels = members.shape[:2]
     patches = physics.extract_patches_np(obj, members.reshape(-1, 2), n)
-    values = np.abs(patches) if part == "amplitude" else np.angle(patches)
-    return np.moveaxis(values.reshape(groups, channels, n, n), 1, -1).astype(np.float32)
+    values = np.stack([np.abs(patches), np.angle(patches)], axis=-1)
+    return np.moveaxis(values.reshape(groups, channels, n, n, 2), 1, 3).astype(np.float32)
 
 
 def _write_blocks(group: zarr.Group, index: GroupIndex, diffraction: zarr.Array, alpha: float,
@@ -283,14 +302,14 @@ def _write_blocks(group: zarr.Group, index: GroupIndex, diffraction: zarr.Array,
 
     if obj is not None:
         members = index.offsets[:, None, :] - index.relative
+        # One task per block cuts the patches once; Y_I and Y_phi are slices of its result.
         lazy_members = da.from_array(members, chunks=(chunk_groups, channels, 2))
-        for name, part in (("Y_I", "amplitude"), ("Y_phi", "phase")):
-            truth = lazy_members.map_blocks(_truth_block, obj=obj, n=n, part=part,
-                                            drop_axis=[2], new_axis=[2, 3],
-                                            chunks=(block_chunks, (n,), (n,), (channels,)),
-                                            dtype=np.float32)
-            targets.append((truth, create_array(group, GROUP_ARRAYS[name], shape,
-                                                chunk_frames=chunk_groups)))
+        truth = lazy_members.map_blocks(_truth_block, obj=obj, n=n, new_axis=[3, 4],
+                                        chunks=(block_chunks, (n,), (n,), (channels,), (2,)),
+                                        dtype=np.float32)
+        for part, name in enumerate(("Y_I", "Y_phi")):
+            targets.append((truth[..., part], create_array(group, GROUP_ARRAYS[name], shape,
+                                                           chunk_frames=chunk_groups)))
 
     # Dask chunks equal the storage chunks, so each task writes whole chunks of its own and no
     # lock is needed. da.store is used rather than da.to_zarr, which would merge the chunks of
@@ -370,9 +389,10 @@ def group_dataset(store_path: str | os.PathLike[str], config: GroupingConfig, *,
     Returns
     -------
     str
-        The name of the grouped view. The view contains ``indices`` (group, channel) int32, ``offsets``
-        (group, xy) and ``relative`` (group, channel, xy) float64 pixels, ``X`` (group, ky, kx,
-        channel) float32 ``alpha * amplitude``, and, when the store has an ``object``, ``Y_I``
+        The name of the grouped view. The view contains ``indices`` (group, channel) int32,
+        ``offsets`` (group, xy) and ``relative`` (group, channel, xy) float64 pixels, ``X``
+        (group, ky, kx, channel) float32 ``alpha * amplitude``, and, when the store has an
+        ``object``, ``Y_I``
         and ``Y_phi`` (group, py, px, channel) float32 cut at each member's own position.
     """
     where = os.fspath(store_path)
