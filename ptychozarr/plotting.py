@@ -191,7 +191,8 @@ def plot_scan_positions(x: Any, y: Any, *, obj: Any | None = None, ax: Axes | No
 
 
 def plot_complex(image: Any, *, axes: Sequence[Axes] | None = None, title: str = "",
-                 phase_range: tuple[float, float] | None = (-np.pi, np.pi)) -> Figure:
+                 phase_range: tuple[float, float] | None = (-np.pi, np.pi),
+                 phase_mask: float = 0.0) -> Figure:
     """Draw the amplitude and the phase of a complex image side by side (a probe, an object).
 
     Parameters
@@ -205,6 +206,9 @@ def plot_complex(image: Any, *, axes: Sequence[Axes] | None = None, title: str =
     phase_range
         Colour limits of the phase in radians; ``None`` scales to the data. The default shows
         wrapped phase on a cyclic colour map.
+    phase_mask
+        Leave the phase blank where the amplitude is below this fraction of its maximum, for
+        example 0.05 for a probe, whose phase outside the beam is meaningless.
 
     Returns
     -------
@@ -218,8 +222,12 @@ def plot_complex(image: Any, *, axes: Sequence[Axes] | None = None, title: str =
     amplitude = amplitude_ax.imshow(np.abs(values), cmap="gray", interpolation="nearest")
     _finish_image(amplitude_ax, amplitude, title=f"{prefix}amplitude", label="amplitude")
 
+    phase_values = np.angle(values)
+    if phase_mask > 0:
+        phase_values = np.where(np.abs(values) >= phase_mask * np.abs(values).max(),
+                                phase_values, np.nan)
     limits = phase_range or (None, None)
-    phase = phase_ax.imshow(np.angle(values), cmap="twilight" if phase_range else "viridis",
+    phase = phase_ax.imshow(phase_values, cmap="twilight" if phase_range else "viridis",
                             vmin=limits[0], vmax=limits[1], interpolation="nearest")
     _finish_image(phase_ax, phase, title=f"{prefix}phase", label="phase (rad)")
     return figure

@@ -104,6 +104,15 @@ def test_complex_amplitude_and_phase() -> None:
     assert phase_ax.get_images()[0].get_clim() == pytest.approx((-np.pi, np.pi))
 
 
+def test_complex_phase_mask() -> None:
+    image = np.ones((4, 4), dtype=np.complex64)
+    image[0, 0] = 0.01
+    figure = plotting.plot_complex(image, phase_mask=0.05)
+    phase = np.ma.filled(figure.axes[1].get_images()[0].get_array(), np.nan)
+    assert np.isnan(phase[0, 0])
+    assert np.isfinite(phase[1:, 1:]).all()
+
+
 def test_complex_into_given_axes() -> None:
     figure, axes = plt.subplots(1, 2)
     assert plotting.plot_complex(_complex_image(), axes=axes) is figure
