@@ -42,12 +42,16 @@ def configure_logging(level: str = "INFO") -> None:
     """Send log records of ptychozarr to standard error, once per process."""
     package_logger = logging.getLogger("ptychozarr")
     package_logger.setLevel(level.upper())
-    if not any(getattr(handler, "_ptychozarr", False) for handler in package_logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                               datefmt="%H:%M:%S"))
-        handler._ptychozarr = True  # type: ignore[attr-defined]
-        package_logger.addHandler(handler)
+    for existing in package_logger.handlers:
+        if getattr(existing, "_ptychozarr", False) and isinstance(existing, logging.StreamHandler):
+            # Follow a replaced sys.stderr (pytest's capture, notebooks) instead of a closed one.
+            existing.stream = sys.stderr
+            return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    handler._ptychozarr = True  # type: ignore[attr-defined]
+    package_logger.addHandler(handler)
 
 
 def command(function: Callable[[Sequence[str] | None], int | None]) -> MainFunction:

@@ -153,6 +153,12 @@ class _Lock:
             except FileExistsError:
                 self._handle_existing(take_over_stale=take_over_stale)
                 continue
+            except OSError as error:
+                # Permission bits may allow it (root) while the file system does not.
+                raise InvalidInputError(
+                    f"{self.path}: output folder {str(self.path.parent)!r} is not writable "
+                    f"({error.strerror}). Choose a folder you can write to."
+                ) from error
             with os.fdopen(fd, "w") as handle:
                 handle.write(body)
             self.held = True
@@ -283,15 +289,23 @@ class StoreWriter:
             raise RuntimeError("StoreWriter is not open; use it as a context manager.")
         return self._group
 
-    def create_array(self, spec: ArraySpec, shape: tuple[int, ...], **kwargs: Any) -> zarr.Array:
-        """Create ``spec`` in the partial store, or reopen it when resuming."""
-        if self.resumed and spec.name in self._progress["frames_done"]:
-            array = self.group[spec.name]
+    def create_array(self, spec: ArraySpec, shape: tuple[int, ...], *, parent: str = "",
+                     **kwargs: Any) -> zarr.Array:
+        """Create ``spec`` in the partial store, or reopen it when resuming.
+
+        ``parent`` places the array in a subgroup (for example ``"groups/<name>"``), created as
+        needed; the array is then addressed as ``"<parent>/<spec.name>"`` by the other methods.
+        Extra keyword arguments go to :func:`create_array`.
+        """
+        name = f"{parent}/{spec.name}" if parent else spec.name
+        if self.resumed and name in self._progress["frames_done"] and name in self.group:
+            array = self.group[name]
             if isinstance(array, zarr.Array) and tuple(array.shape) == tuple(shape):
                 return array
-        exists = spec.name in self.group
-        array = create_array(self.group, spec, shape, overwrite=exists, **kwargs)
-        self._progress["frames_done"][spec.name] = 0
+        group = self.group.require_group(parent) if parent else self.group
+        exists = spec.name in group
+        array = create_array(group, spec, shape, overwrite=exists, **kwargs)
+        self._progress["frames_done"][name] = 0
         self._save_progress()
         return array
 
@@ -305,11 +319,14 @@ class StoreWriter:
         """Number of leading frames of array ``name`` already written (0 for a fresh write)."""
         return int(self._progress["frames_done"].get(name, 0))
 
-    def write_frames(self, name: str, start: int, data: np.ndarray) -> None:
+    def write_frames(self, name: str, start: int, data: np.ndarray, *,
+                     state: Mapping[str, Any] | None = None) -> None:
         """Write ``data`` at ``[start:start + len(data)]`` of array ``name`` and record progress.
 
         ``start`` must fall on a chunk boundary, and the slab must end on one or at the end of
-        the array, so no chunk is written twice by different slabs.
+        the array, so no chunk is written twice by different slabs. ``state`` (JSON) is saved
+        in the same progress record, so a resumed writer gets back running totals that match
+        the frames written (see :meth:`state`).
         """
         array = self._array(name)
         chunk = array.chunks[0]
@@ -321,7 +338,13 @@ class StoreWriter:
             )
         array[start:stop] = data
         self._progress["frames_done"][name] = stop
+        if state is not None:
+            self._progress.setdefault("state", {})[name] = dict(state)
         self._save_progress()
+
+    def state(self, name: str) -> dict[str, Any]:
+        """Return the ``state`` saved with the last slab of array ``name`` (empty when fresh)."""
+        return dict(self._progress.get("state", {}).get(name, {}))
 
     def write_whole(self, name: str, data: np.ndarray) -> None:
         """Write a small array in one call and mark it complete."""
@@ -350,6 +373,11 @@ class StoreWriter:
             os.replace(self.partial, self.path)
         logger.info("Wrote store %s", self.path)
         return self.path
+
+    def discard(self) -> None:
+        """Remove the partial store, for input that cannot succeed on a resumed run either."""
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self._group = None
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()

@@ -72,8 +72,8 @@ def _check_zip_layout(archive: Path) -> None:
                      if name.endswith("/zarr.json") and name.count("/") == 1)
     if folders:
         raise StoreSchemaError(
-            f"{archive}: the zip contains the store under {folders[0]!r}, but zarr needs zarr.json at "
-            "the zip root. Zip the store's contents instead: "
+            f"{archive}: the zip contains the store under {folders[0]!r}, but zarr needs "
+            "zarr.json at the zip root. Zip the store's contents instead: "
             f"cd {folders[0]} && zip -r -0 ../{archive.name} ."
         )
 
