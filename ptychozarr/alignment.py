@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,12 +30,15 @@ __all__ = [
     "DEFAULT_BORDER_PX",
     "DEFAULT_MAX_SHIFT_PX",
     "Alignment",
+    "Box",
     "PhaseAlignMethod",
     "align_phase",
     "align_to_ground_truth",
+    "crop_region",
     "crop_to_scan",
     "match_amplitude",
     "register_shift",
+    "scan_region",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,10 +77,55 @@ class Alignment:
     border_px: int
 
 
+Box = tuple[int, int, int, int]
+"""Object-frame box ``(x0, x1, y0, y1)``, half-open, in pixels."""
+
+
+def scan_region(min_xy: tuple[float, float], max_xy: tuple[float, float], *, crop_size: int,
+                frames: Sequence[tuple[tuple[int, int], tuple[int, ...]]]) -> Box:
+    """Return the scanned region shared by several images placed in the object frame.
+
+    Parameters
+    ----------
+    min_xy, max_xy
+        Smallest and largest patch position (x, y), object pixels.
+    crop_size
+        Side M of the stitched crops: the region reaches M/2 beyond the outermost positions.
+    frames
+        ``(origin_xy_px, shape)`` of each image: its pixel (0, 0) is object-frame pixel
+        ``origin_xy_px`` = (x, y), and ``shape`` is (rows, columns). The ground truth is
+        ``((0, 0), ground_truth.shape)``.
+
+    Raises
+    ------
+    InvalidInputError
+        The region shared by all images is smaller than 8×8 pixels.
+    """
+    half = crop_size / 2
+    x0, y0 = math.ceil(min_xy[0] - half), math.ceil(min_xy[1] - half)
+    x1, y1 = math.floor(max_xy[0] + half), math.floor(max_xy[1] + half)
+    for (origin_x, origin_y), shape in frames:
+        x0, y0 = max(x0, origin_x), max(y0, origin_y)
+        x1, y1 = min(x1, origin_x + shape[1]), min(y1, origin_y + shape[0])
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise InvalidInputError(
+            f"scanned region x [{x0}, {x1}), y [{y0}, {y1}) leaves less than 8x8 pixels shared by "
+            f"the images (origin, shape) {list(frames)!r}; check that the positions are in the "
+            "ground truth's pixel frame."
+        )
+    return x0, x1, y0, y1
+
+
+def crop_region(image: np.ndarray, origin_xy_px: tuple[int, int], box: Box) -> np.ndarray:
+    """Return the part of ``image`` (pixel (0, 0) at object-frame ``origin_xy_px``) in ``box``."""
+    x0, x1, y0, y1 = box
+    origin_x, origin_y = origin_xy_px
+    return image[y0 - origin_y:y1 - origin_y, x0 - origin_x:x1 - origin_x]
+
+
 def crop_to_scan(reconstruction: np.ndarray, reconstruction_origin_xy_px: tuple[int, int],
                  ground_truth: np.ndarray, *, min_xy: tuple[float, float],
-                 max_xy: tuple[float, float],
-                 crop_size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+                 max_xy: tuple[float, float], crop_size: int) -> tuple[np.ndarray, np.ndarray, Box]:
     """Cut the reconstruction and the ground truth to the scanned region, in one frame.
 
     Parameters
@@ -102,23 +151,11 @@ def crop_to_scan(reconstruction: np.ndarray, reconstruction_origin_xy_px: tuple[
     InvalidInputError
         The scanned region does not overlap both images.
     """
-    half = crop_size / 2
-    origin_x, origin_y = reconstruction_origin_xy_px
-    x0 = max(math.ceil(min_xy[0] - half), origin_x, 0)
-    y0 = max(math.ceil(min_xy[1] - half), origin_y, 0)
-    x1 = min(math.floor(max_xy[0] + half), origin_x + reconstruction.shape[1],
-             ground_truth.shape[1])
-    y1 = min(math.floor(max_xy[1] + half), origin_y + reconstruction.shape[0],
-             ground_truth.shape[0])
-    if x1 - x0 < 8 or y1 - y0 < 8:
-        raise InvalidInputError(
-            f"scanned region x [{x0}, {x1}), y [{y0}, {y1}) leaves less than 8x8 pixels shared by "
-            f"the reconstruction (origin {reconstruction_origin_xy_px!r}, shape "
-            f"{reconstruction.shape!r}) and the ground truth (shape {ground_truth.shape!r}); "
-            "check that the positions are in the ground truth's pixel frame."
-        )
-    cropped = reconstruction[y0 - origin_y:y1 - origin_y, x0 - origin_x:x1 - origin_x]
-    return cropped, ground_truth[y0:y1, x0:x1], (x0, x1, y0, y1)
+    box = scan_region(min_xy, max_xy, crop_size=crop_size,
+                      frames=[(reconstruction_origin_xy_px, reconstruction.shape),
+                              ((0, 0), ground_truth.shape)])
+    return (crop_region(reconstruction, reconstruction_origin_xy_px, box),
+            crop_region(ground_truth, (0, 0), box), box)
 
 
 def _bounded_integer_shift(reference: np.ndarray, moving: np.ndarray,
@@ -213,7 +250,8 @@ def align_phase(phase: np.ndarray, *, method: PhaseAlignMethod = "plane") -> np.
 def align_to_ground_truth(reconstruction: np.ndarray, ground_truth: np.ndarray, *,
                           register: bool = True, max_shift_px: float = DEFAULT_MAX_SHIFT_PX,
                           border_px: int = DEFAULT_BORDER_PX,
-                          region_xy_px: tuple[int, int, int, int] = (0, 0, 0, 0),
+                          shift: tuple[float, float] | None = None, trim_px: int | None = None,
+                          region_xy_px: Box = (0, 0, 0, 0),
                           ) -> tuple[np.ndarray, np.ndarray, Alignment]:
     """Register a cropped reconstruction to the cropped ground truth and trim the borders.
 
@@ -229,31 +267,38 @@ def align_to_ground_truth(reconstruction: np.ndarray, ground_truth: np.ndarray, 
     border_px
         Pixels removed from every edge, beyond the shift's own extent (the Fourier shift wraps
         content around the edges).
+    shift
+        (dy, dx) to apply instead of registering, for example one found earlier with
+        :func:`register_shift`.
+    trim_px
+        Pixels removed from every edge instead of ``border_px`` plus the shift's extent; several
+        reconstructions scored against one ground truth use the same trim to share a region.
     region_xy_px
         Object-frame box of the inputs, recorded in the returned :class:`Alignment`.
 
     Returns
     -------
     tuple
-        The aligned reconstruction and ground truth (complex, same shape) and the
+        The aligned reconstruction and ground truth (complex64, same shape) and the
         :class:`Alignment`.
     """
-    dy = dx = 0.0
+    if shift is None and register:
+        shift = register_shift(np.abs(ground_truth), np.abs(reconstruction),
+                               max_shift_px=max_shift_px)
+    dy, dx = shift if shift is not None else (0.0, 0.0)
     aligned = reconstruction
-    if register:
-        dy, dx = register_shift(np.abs(ground_truth), np.abs(reconstruction),
-                                max_shift_px=max_shift_px)
+    if (dy, dx) != (0.0, 0.0):
         aligned = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(reconstruction), (dy, dx)))
         logger.info("Registration shift (dy, dx) = (%.2f, %.2f) px", dy, dx)
 
-    trim = border_px + math.ceil(max(abs(dy), abs(dx)))
+    trim = border_px + math.ceil(max(abs(dy), abs(dx))) if trim_px is None else trim_px
     if 2 * trim >= min(reconstruction.shape) - 7:
         raise InvalidInputError(
             f"images of shape {reconstruction.shape!r} are too small for a border crop of {trim} "
             "px; lower --border-crop or the shift bound, or score a larger region."
         )
     window = (slice(trim, -trim or None), slice(trim, -trim or None))
-    alignment = Alignment(region_xy_px=region_xy_px, shift_dy_px=dy, shift_dx_px=dx,
+    alignment = Alignment(region_xy_px=region_xy_px, shift_dy_px=float(dy), shift_dx_px=float(dx),
                           border_px=trim)
     return (aligned[window].astype(np.complex64), ground_truth[window].astype(np.complex64),
             alignment)

@@ -18,6 +18,7 @@ Close what :func:`make_client` started with :func:`close_client`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from ptychozarr.errors import ClusterConnectionError, InputFileNotFoundError, In
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
+    "add_cluster_arguments",
+    "client_from_arguments",
     "close_client",
     "detect_gpus",
     "load_jobqueue_config",
@@ -101,7 +104,7 @@ def make_client(*, scheduler: str | None = None, n_workers: int | None = None,
                 threads_per_worker: int | None = None, memory_limit: str | float = "auto",
                 jobqueue_config: str | os.PathLike[str] | None = None,
                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-                use_gpus: bool = True, dashboard_address: str | None = ":0") -> Client:
+                use_gpus: bool = True, dashboard_address: str = ":0") -> Client:
     """Return a Dask client for inference and comparison.
 
     Parameters
@@ -123,8 +126,9 @@ def make_client(*, scheduler: str | None = None, n_workers: int | None = None,
     use_gpus
         Start one local worker per visible NVIDIA GPU when there is any.
     dashboard_address
-        Where the scheduler of a started cluster serves its dashboard (``":0"``: a free port;
-        ``None``: no dashboard). The dashboard needs the ``bokeh`` package.
+        Where the scheduler of a started local cluster serves its dashboard (``":0"``: a free
+        port). The dashboard needs the ``bokeh`` package; without it the scheduler still serves
+        its HTTP health and metrics pages there.
 
     Raises
     ------
@@ -152,7 +156,8 @@ def make_client(*, scheduler: str | None = None, n_workers: int | None = None,
                                        dashboard_address=dashboard_address)
         client = _connect(cluster, connect_timeout_s)
 
-    if client.dashboard_link and dashboard_address is not None:
+    # Client.dashboard_link is built from a template even when no dashboard runs.
+    if "dashboard" in client.scheduler_info().get("services", {}):
         logger.info("Dask dashboard at %s", client.dashboard_link)
     return client
 
@@ -184,7 +189,7 @@ def _connect(target: Any, timeout_s: float) -> Client:
 
 def _start_local_cluster(*, n_workers: int | None, threads_per_worker: int | None,
                          memory_limit: str | float, use_gpus: bool,
-                         dashboard_address: str | None) -> SpecCluster:
+                         dashboard_address: str) -> SpecCluster:
     gpus = detect_gpus() if use_gpus else []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
@@ -221,7 +226,7 @@ def _start_local_cluster(*, n_workers: int | None, threads_per_worker: int | Non
 
 def _start_gpu_cluster(gpus: list[str], *, threads_per_worker: int | None, cores: int,
                        memory_limit: str | float,
-                       dashboard_address: str | None) -> SpecCluster:
+                       dashboard_address: str) -> SpecCluster:
     threads = threads_per_worker or max(1, cores // len(gpus))
     logger.info("Starting a local Dask cluster with one worker per GPU (%s), %d thread(s) each",
                 ", ".join(gpus), threads)
@@ -342,3 +347,37 @@ def make_jobqueue_cluster(path: str | os.PathLike[str]) -> Any:
             f"{path}: failed to set up the {values['kind']} cluster ({error}). Check the options "
             "in the file."
         ) from error
+
+
+# Command-line options -------------------------------------------------------------------------
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose the Dask cluster of a command (see :func:`make_client`)."""
+    group = parser.add_argument_group("Dask cluster")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="address of a running Dask scheduler (tcp://host:port); default: "
+                       "start a local cluster")
+    group.add_argument("--jobqueue-config", metavar="FILE",
+                       help="YAML or JSON file describing a SLURM or PBS cluster to start")
+    group.add_argument("--n-workers", type=int,
+                       help="local worker processes, or jobqueue jobs (default: 1, or one per "
+                       "GPU)")
+    group.add_argument("--threads-per-worker", type=int,
+                       help="threads of each local worker (default: the cores divided among the "
+                       "workers)")
+    group.add_argument("--memory-limit", default="auto",
+                       help="memory limit of each local worker, e.g. 4GiB (default: auto, the "
+                       "machine's memory shared among the workers)")
+    group.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S,
+                       metavar="SECONDS",
+                       help="seconds to wait for the scheduler (default: "
+                       f"{DEFAULT_CONNECT_TIMEOUT_S:g})")
+
+
+def client_from_arguments(options: argparse.Namespace) -> Client:
+    """Return the client chosen by the options of :func:`add_cluster_arguments`."""
+    return make_client(scheduler=options.scheduler, n_workers=options.n_workers,
+                       threads_per_worker=options.threads_per_worker,
+                       memory_limit=options.memory_limit,
+                       jobqueue_config=options.jobqueue_config,
+                       connect_timeout_s=options.connect_timeout)

@@ -48,7 +48,6 @@ def dask_client() -> Any:
     """A client of a one-worker LocalCluster (2 threads, 3 GiB) started by ``make_client``."""
     from ptychozarr.cluster import close_client, make_client
 
-    client = make_client(n_workers=1, threads_per_worker=2, memory_limit="3GiB",
-                         dashboard_address=None)
+    client = make_client(n_workers=1, threads_per_worker=2, memory_limit="3GiB")
     yield client
     close_client(client)

@@ -42,8 +42,7 @@ def _free_port() -> int:
 def test_local_workers_are_spawned() -> None:
     global _START_PROBE
     _START_PROBE = "changed in the parent"
-    client = make_client(n_workers=1, threads_per_worker=1, memory_limit="1GiB",
-                         dashboard_address=None)
+    client = make_client(n_workers=1, threads_per_worker=1, memory_limit="1GiB")
     try:
         values = list(client.run(_read_start_probe).values())
     finally:
@@ -53,8 +52,7 @@ def test_local_workers_are_spawned() -> None:
 
 
 def test_close_client_stops_started_cluster() -> None:
-    client = make_client(n_workers=1, threads_per_worker=1, memory_limit="1GiB",
-                         dashboard_address=None)
+    client = make_client(n_workers=1, threads_per_worker=1, memory_limit="1GiB")
     cluster = client.cluster
     close_client(client)
     assert cluster.status.name == "closed"

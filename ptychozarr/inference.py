@@ -1,0 +1,568 @@
+"""Model inference over a grouped view as a Dask graph, written to a prediction run.
+
+Each storage chunk of ``groups/<name>/X`` becomes one task that predicts its groups in fixed-size
+batches. The model is loaded once per worker process and kept in a cache keyed by the bundle
+path and the manifest's modification time, so a replaced bundle is reloaded. Tasks carry only
+the path, never the model. ``X`` keeps the store's own alpha, computed once over the grouped
+set, and the bundle applies its own photon scale.
+
+A PINN predicts one patch per group, placed at the group centroid (``offsets``). A baseline
+predicts one patch per member, placed at the member's position ``offsets - relative``. The
+patches and positions are written chunk-aligned into a staged run ``predictions/<model>/<run>/``
+together with the stitched ``object``. The run is moved into place when every array is written,
+and only then does ``predictions/<model>`` name it in its ``current`` attribute, so readers never
+see a half-written run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from distributed import Client, Future
+
+from ptychozarr.config import GroupingConfig
+from ptychozarr.errors import BundleError, InvalidInputError, MissingKeyError
+from ptychozarr.stitching import DEFAULT_CROP_SIZE, CanvasGeometry, canvas_geometry, stitch
+from ptychozarr.store import (
+    PREDICTION_ARRAYS,
+    consolidate,
+    create_array,
+    open_store,
+    stage_subgroup,
+)
+from ptychozarr.store.schema import format_block
+
+__all__ = [
+    "BundleInfo",
+    "PredictionGraph",
+    "ProgressCallback",
+    "build_prediction_graph",
+    "current_run",
+    "predict",
+    "predict_block",
+    "read_bundle_info",
+    "read_run_object",
+    "resolve_group",
+    "run_predictions",
+]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Sequence[Future]], None]
+"""Called with the futures of a submitted graph, for example ``distributed.progress``."""
+
+MANIFEST_FILE = "manifest.json"
+PROBE_FILE = "probe.npy"
+
+
+# Bundles, read without TensorFlow in the client ------------------------------------------------
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Summary of a model bundle for the client, read from its manifest.
+
+    Attributes
+    ----------
+    path
+        Absolute bundle directory (the key of the workers' model cache).
+    kind
+        ``"pinn"`` or ``"baseline"``.
+    n, gridsize
+        Pattern side and group side the model was trained with.
+    manifest
+        The whole parsed ``manifest.json``.
+    """
+
+    path: Path
+    kind: str
+    n: int
+    gridsize: int
+    manifest: Mapping[str, Any] = field(repr=False)
+
+    def probe(self) -> np.ndarray | None:
+        """Return the bundle's (N, N) complex64 probe, or ``None`` when it has none."""
+        file = self.path / PROBE_FILE
+        return np.load(file, allow_pickle=False) if file.is_file() else None
+
+
+def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
+    """Read a bundle's manifest without loading the model (and without importing TensorFlow).
+
+    The workers check the files' digests when they load the model; this only reads what the
+    graph needs.
+
+    Raises
+    ------
+    InputFileNotFoundError, BundleError
+        The path is missing, is a PtychoPINN ``wts.h5.zip``, or is not a complete bundle.
+    """
+    folder = Path(path).resolve()
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        from ptychozarr.models.bundle import load_bundle
+
+        # load_bundle raises the precise error for a missing path, a reference archive or a
+        # directory without manifest, before it imports TensorFlow.
+        load_bundle(folder)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return BundleInfo(folder, str(manifest["kind"]), int(manifest["n"]),
+                          int(manifest["gridsize"]), manifest)
+    except (ValueError, KeyError, TypeError) as error:
+        raise BundleError(
+            f"{manifest_path}: unreadable manifest ({error!r}); the bundle is damaged. Train the "
+            "model again."
+        ) from error
+
+
+def _check_bundle_fits(info: BundleInfo, attrs: Mapping[str, Any], *, where: str) -> None:
+    n, gridsize = int(attrs["n"]), int(attrs["gridsize"])
+    if info.n != n:
+        raise BundleError(
+            f"{info.path}: the {info.kind} model was trained on N={info.n} patterns, but "
+            f"{where} has N={n}. Use a bundle trained at N={n}, or convert the data to "
+            f"N={info.n}."
+        )
+    if info.gridsize != gridsize:
+        raise BundleError(
+            f"{info.path}: the {info.kind} model was trained with gridsize {info.gridsize}, but "
+            f"{where} is grouped with gridsize {gridsize}. Group the store with "
+            f"`ptychozarr group --gridsize {info.gridsize}`, or use a matching bundle."
+        )
+
+
+def resolve_group(store: str | os.PathLike[str], info: BundleInfo, *, group: str | None = None,
+                  grouping: GroupingConfig | None = None) -> str:
+    """Return a grouped view that fits the bundle: the named one, or one grouped here.
+
+    Parameters
+    ----------
+    store
+        Store directory.
+    info
+        The bundle (see :func:`read_bundle_info`).
+    group
+        Name of an existing grouped view; its N and gridsize must match the bundle.
+    grouping
+        How to group the store when ``group`` is not given; its gridsize is replaced by the
+        bundle's. A view of the same settings already in the store is reused.
+
+    Raises
+    ------
+    BundleError
+        The store's patterns or the named view do not match the bundle's N or gridsize.
+    MissingKeyError
+        The named view does not exist.
+    """
+    from ptychozarr.grouping import group_dataset
+
+    where = os.fspath(store)
+    root = open_store(store)
+    n = int(_zarr_array(root, "diffraction", where=where).shape[-1])
+    _check_bundle_fits(info, {"n": n, "gridsize": info.gridsize}, where=f"{where}: diffraction")
+    if group is not None:
+        _grouped_arrays(root, group, where=where)
+        _check_bundle_fits(info, dict(root[f"groups/{group}"].attrs),
+                           where=f"{where}: groups/{group}")
+        return group
+
+    config = dataclasses.replace(grouping or GroupingConfig(), gridsize=info.gridsize)
+    name = config.default_name()
+    if f"groups/{name}" in root:
+        logger.info("Using the existing grouped view %s for %s", name, info.path)
+        return name
+    return group_dataset(store, config, name=name)
+
+
+# Worker side ----------------------------------------------------------------------------------
+
+_MODEL_CACHE: dict[tuple[str, int], Any] = {}
+_MODEL_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached_bundle(path: str) -> tuple[Any, threading.Lock]:
+    """Return this process's loaded bundle for ``path`` and the lock that serialises its calls."""
+    from ptychozarr.models.bundle import load_bundle
+
+    key = (path, (Path(path) / MANIFEST_FILE).stat().st_mtime_ns)
+    with _CACHE_LOCK:
+        if key not in _MODEL_CACHE:
+            logger.info("Loading model bundle %s in process %d", path, os.getpid())
+            _MODEL_CACHE[key] = load_bundle(path)
+            _MODEL_LOCKS[key] = threading.Lock()
+        return _MODEL_CACHE[key], _MODEL_LOCKS[key]
+
+
+def predict_block(x: np.ndarray, relative: np.ndarray, *, bundle_path: str,
+                  batch_size: int) -> np.ndarray:
+    """Predict the patches of one block of groups with the cached model of ``bundle_path``.
+
+    Parameters
+    ----------
+    x
+        (group, N, N, C) float32 normalised diffraction amplitude.
+    relative
+        (group, C, 2) float64 centroid minus member position (x, y), pixels.
+    bundle_path
+        Absolute bundle directory.
+    batch_size
+        Groups (PINN) or patterns (baseline) per model call; the last batch is padded.
+
+    Returns
+    -------
+    numpy.ndarray
+        (patch, N, N) complex64: one patch per group (PINN) or per member (baseline).
+    """
+    bundle, lock = _cached_bundle(bundle_path)
+    # Keras builds its predict function on first use, so calls are serialised. This costs
+    # nothing because TensorFlow's own thread pool already uses every core of the worker.
+    with lock:
+        return np.asarray(bundle.predict(x, relative, batch_size=batch_size), np.complex64)
+
+
+# The graph ------------------------------------------------------------------------------------
+
+@dataclass
+class PredictionGraph:
+    """Lazy patches, positions and stitched object of one model over one grouped view.
+
+    Attributes
+    ----------
+    store
+        Store directory.
+    group
+        Name of the grouped view.
+    bundle
+        The model bundle.
+    run_path
+        ``predictions/<model>/<run>`` the results go to.
+    patches
+        (patch, py, px) complex64 Dask array, chunked like the groups (times C for a baseline).
+    positions
+        (patch, xy) float64 Dask array: placement (x, y) of each patch centre, pixels.
+    geometry
+        Stitching canvas in the object frame.
+    crop_size
+        Side M of the stitched central crops.
+    obj
+        (row, col) complex64 Dask array: the stitched object.
+    attrs
+        Attributes written on the run.
+    inputs
+        The grouped view's ``X``, ``relative`` and ``offsets`` as Dask arrays chunked like ``X``.
+    """
+
+    store: Path
+    group: str
+    bundle: BundleInfo
+    run_path: str
+    patches: da.Array
+    positions: da.Array
+    geometry: CanvasGeometry
+    crop_size: int
+    obj: da.Array
+    attrs: dict[str, Any]
+    inputs: dict[str, da.Array]
+
+    @property
+    def model(self) -> str:
+        """Model folder under ``predictions/``: the bundle kind."""
+        return self.bundle.kind
+
+
+def _default_run_name() -> str:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def _zarr_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
+    array = root.get(path)
+    if not isinstance(array, zarr.Array):
+        raise MissingKeyError(f"{where}: array {path!r} is missing; the store is incomplete.")
+    return array
+
+
+def _grouped_arrays(root: zarr.Group, group: str, *, where: str) -> dict[str, da.Array]:
+    """Open X, relative and offsets of ``groups/<group>`` as Dask arrays chunked like X."""
+    path = f"groups/{group}"
+    if path not in root:
+        groups = root.get("groups")
+        available = sorted(groups.group_keys()) if isinstance(groups, zarr.Group) else []
+        raise MissingKeyError(
+            f"{where}: grouped view {group!r} not found; available: {available!r}. Create it "
+            "with `ptychozarr group`."
+        )
+    x_array = da.from_zarr(_zarr_array(root, f"{path}/X", where=where))
+    chunks = x_array.chunks[0]
+    x_array = x_array.rechunk({0: chunks, 1: -1, 2: -1, 3: -1})
+    relative = da.from_zarr(_zarr_array(root, f"{path}/relative", where=where))
+    offsets = da.from_zarr(_zarr_array(root, f"{path}/offsets", where=where))
+    return {"X": x_array, "relative": relative.rechunk({0: chunks, 1: -1, 2: -1}),
+            "offsets": offsets.rechunk({0: chunks, 1: -1})}
+
+
+def _patch_positions(kind: str, offsets: da.Array, relative: da.Array) -> da.Array:
+    """Return the (patch, xy) placement: centroids (PINN) or member positions (baseline)."""
+    if kind == "pinn":
+        return offsets
+    members = offsets[:, None, :] - relative
+    return members.reshape(-1, 2)
+
+
+def build_prediction_graph(store: str | os.PathLike[str], group: str,
+                           bundle_path: str | os.PathLike[str], *, client: Client | None = None,
+                           batch_size: int = 32, run: str | None = None,
+                           crop_size: int = DEFAULT_CROP_SIZE) -> PredictionGraph:
+    """Build the lazy inference and stitching graph of one model over one grouped view.
+
+    Parameters
+    ----------
+    store
+        Store directory with ``groups/<group>``.
+    group
+        Name of the grouped view.
+    bundle_path
+        Model bundle directory.
+    client
+        Client used to find the positions' extent when the store has no ``object`` (the canvas
+        then spans the positions); default: the local threaded scheduler.
+    batch_size
+        Groups (PINN) or patterns (baseline) per model call.
+    run
+        Name of the run; default: a UTC time stamp with a random suffix.
+    crop_size
+        Side M of the central crop of each patch that is stitched.
+
+    Raises
+    ------
+    BundleError
+        The bundle's N or gridsize differs from the grouped view's.
+    """
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size: invalid value {batch_size!r}; use at least 1.")
+    root = open_store(store)
+    where = f"{os.fspath(store)}: groups/{group}"
+    arrays = _grouped_arrays(root, group, where=os.fspath(store))
+    group_attrs = dict(root[f"groups/{group}"].attrs)
+    info = read_bundle_info(bundle_path)
+    _check_bundle_fits(info, group_attrs, where=where)
+
+    channels = info.gridsize**2
+    factor = channels if info.kind == "baseline" else 1
+    patches = da.blockwise(
+        predict_block, "gij", arrays["X"], "gyxc", arrays["relative"], "gcd",
+        new_axes={"i": info.n, "j": info.n}, adjust_chunks={"g": lambda size: size * factor},
+        concatenate=True, dtype=np.complex64, meta=np.empty((0, 0, 0), np.complex64),
+        token=f"predict_{info.kind}", bundle_path=str(info.path), batch_size=batch_size,
+    )
+    positions = _patch_positions(info.kind, arrays["offsets"], arrays["relative"])
+    low, high = _positions_extent(positions, client)
+    ground_truth = root.get("object")
+    object_shape = ground_truth.shape if isinstance(ground_truth, zarr.Array) else None
+    geometry = canvas_geometry(low, high, crop_size=crop_size,
+                               object_shape=(object_shape[0], object_shape[1])
+                               if object_shape is not None else None)
+    obj = stitch(patches, positions, geometry=geometry, crop_size=crop_size)
+
+    run_name = run or _default_run_name()
+    attrs = {
+        "ptychozarr": format_block("prediction"), "run": run_name, "model": info.kind,
+        "bundle": str(info.path), "group": group, "n": info.n, "gridsize": info.gridsize,
+        "batch_size": batch_size, "alpha": group_attrs.get("alpha"),
+        "training_alpha": float(info.manifest.get("alpha", float("nan"))),
+        "intensity_scale": float(info.manifest.get("intensity_scale", float("nan"))),
+        "n_groups": int(arrays["X"].shape[0]), "n_patches": int(patches.shape[0]),
+        "positions_min_xy_px": list(low), "positions_max_xy_px": list(high),
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    return PredictionGraph(Path(store), group, info, f"predictions/{info.kind}/{run_name}",
+                           patches, positions, geometry, crop_size, obj, attrs, arrays)
+
+
+def _positions_extent(positions: da.Array,
+                      client: Client | None) -> tuple[tuple[float, float], tuple[float, float]]:
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    if client is not None:
+        low, high = client.compute([low, high], sync=True)
+    else:
+        low, high = dask.compute(low, high, scheduler="threads")
+    return (float(low[0]), float(low[1])), (float(high[0]), float(high[1]))
+
+
+# Execution ------------------------------------------------------------------------------------
+
+def _stage_arrays(staged: zarr.Group, graph: PredictionGraph) -> list[zarr.Array]:
+    """Create ``patches`` and ``positions`` in a staged run with chunks equal to the graph's."""
+    chunk = int(graph.patches.chunks[0][0]) if graph.patches.chunks[0] else 1
+    targets = []
+    for name, source in (("patches", graph.patches), ("positions", graph.positions)):
+        target = create_array(staged, PREDICTION_ARRAYS[name], tuple(source.shape),
+                              chunk_frames=chunk)
+        targets.append(target)
+    return targets
+
+
+def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
+                    extra: Mapping[str, Any] | None = None,
+                    progress: ProgressCallback | None = None,
+                    overwrite: bool = False) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Compute several prediction graphs (and extra lazy values) as one Dask job and publish them.
+
+    Every run is staged; the patches and positions stream into its Zarr arrays chunk by chunk
+    while the stitched objects are reduced. Once everything is computed, each run gets its
+    ``object`` array, is moved into place, and becomes its model's ``current`` run.
+
+    Parameters
+    ----------
+    graphs
+        Graphs from :func:`build_prediction_graph`, at most one per model kind.
+    client
+        Dask client that runs the job.
+    extra
+        Name to lazy value (Dask array or delayed) computed in the same job.
+    progress
+        Called with the job's futures (``distributed.progress`` draws a progress bar).
+    overwrite
+        Replace runs of the same name.
+
+    Returns
+    -------
+    tuple
+        The stitched objects, in the order of ``graphs``, and the computed ``extra`` values.
+    """
+    models = [graph.model for graph in graphs]
+    if len(set(models)) != len(models):
+        raise InvalidInputError(f"one graph per model kind expected, got models {models!r}.")
+    extra = dict(extra or {})
+
+    with contextlib.ExitStack() as stack:
+        stores, staged_runs = [], []
+        for graph in graphs:
+            staged = stack.enter_context(stage_subgroup(graph.store, graph.run_path,
+                                                        overwrite=overwrite, attrs=graph.attrs))
+            targets = _stage_arrays(staged, graph)
+            stores.append(da.store([graph.patches, graph.positions], targets,  # type: ignore[arg-type]
+                                   lock=False, compute=False))
+            staged_runs.append(staged)
+
+        futures = client.compute([*stores, *(graph.obj for graph in graphs), *extra.values()])
+        if progress is not None:
+            progress(futures)
+        results = client.gather(futures)
+
+        objects = [np.asarray(value) for value in results[len(stores):len(stores) + len(graphs)]]
+        for staged, graph, obj in zip(staged_runs, graphs, objects, strict=True):
+            _write_object(staged, obj, graph)
+    for graph in graphs:
+        _publish_current(graph.store, graph.model, graph.run_path.rsplit("/", 1)[-1])
+    computed = dict(zip(extra, results[len(stores) + len(graphs):], strict=True))
+    return objects, computed
+
+
+def _write_object(staged: zarr.Group, obj: np.ndarray, graph: PredictionGraph) -> None:
+    array = create_array(staged, PREDICTION_ARRAYS["object"], obj.shape, attrs={
+        "origin_xy_px": list(graph.geometry.origin_xy_px), "stitch_crop_size_px": graph.crop_size,
+    })
+    array[...] = obj
+    staged.attrs.update({"object_origin_xy_px": list(graph.geometry.origin_xy_px),
+                         "stitch_crop_size_px": graph.crop_size})
+
+
+def _publish_current(store: Path, model: str, run: str) -> None:
+    parent = zarr.open_group(str(store / "predictions" / model), mode="a", zarr_format=3)
+    parent.attrs["current"] = run
+    consolidate(store)
+    logger.info("Published predictions/%s/%s in %s", model, run, store)
+
+
+def predict(store: str | os.PathLike[str], group: str, bundle_path: str | os.PathLike[str], *,
+            client: Client, batch_size: int = 32, run: str | None = None,
+            stitch_crop_size: int = DEFAULT_CROP_SIZE,
+            progress: ProgressCallback | None = None, overwrite: bool = False) -> str:
+    """Predict a grouped view with a model bundle on a Dask cluster and stitch the object.
+
+    Parameters
+    ----------
+    store
+        Store directory (writable).
+    group
+        Name of the grouped view ``groups/<group>``.
+    bundle_path
+        Model bundle directory.
+    client
+        Dask client (see :func:`ptychozarr.cluster.make_client`).
+    batch_size
+        Groups (PINN) or patterns (baseline) per model call.
+    run
+        Run name; default: a UTC time stamp with a random suffix.
+    stitch_crop_size
+        Side M (pixels) of the central crop of each patch that is stitched.
+    progress
+        Called with the job's futures, for a progress bar.
+    overwrite
+        Replace a run of the same name.
+
+    Returns
+    -------
+    str
+        The run path ``predictions/<model>/<run>``, now its model's ``current`` run.
+
+    Raises
+    ------
+    BundleError
+        The bundle's N or gridsize differs from the grouped view's, or the bundle is damaged.
+    """
+    graph = build_prediction_graph(store, group, bundle_path, client=client,
+                                   batch_size=batch_size, run=run, crop_size=stitch_crop_size)
+    run_predictions([graph], client=client, progress=progress, overwrite=overwrite)
+    return graph.run_path
+
+
+# Reading runs ---------------------------------------------------------------------------------
+
+def current_run(store: str | os.PathLike[str], model: str) -> str:
+    """Return ``predictions/<model>/<run>`` of the model's current (last published) run."""
+    root = open_store(store)
+    path = f"predictions/{model}"
+    run = root[path].attrs.get("current") if path in root else None
+    if run is None:
+        raise MissingKeyError(
+            f"{os.fspath(store)}: no published {model!r} predictions. Run `ptychozarr "
+            "reconstruct` or `ptychozarr compare-models` first."
+        )
+    return f"{path}/{run}"
+
+
+def read_run_object(store: str | os.PathLike[str],
+                    run_path: str) -> tuple[np.ndarray, tuple[int, int], dict[str, Any]]:
+    """Read a run's stitched object.
+
+    Returns
+    -------
+    tuple
+        (row, col) complex64 object, its origin (x, y) in the object frame, and the run's
+        attributes.
+    """
+    root = open_store(store)
+    array = root.get(f"{run_path}/object")
+    if not isinstance(array, zarr.Array):
+        raise MissingKeyError(f"{os.fspath(store)}: {run_path!r} has no stitched object.")
+    origin: Any = array.attrs["origin_xy_px"]
+    origin_x, origin_y = (int(value) for value in origin)
+    return np.asarray(array[...]), (origin_x, origin_y), dict(root[run_path].attrs)
