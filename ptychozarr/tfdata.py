@@ -1,0 +1,261 @@
+"""A generator-backed ``tf.data`` pipeline that streams a grouped view chunk by chunk.
+
+Each pass (epoch) visits the storage chunks of ``X`` in an order drawn from ``(seed, epoch)``,
+reads one whole chunk at a time, converts its groups into model examples and mixes them through
+a bounded shuffle buffer. Memory is therefore bounded by the buffer plus one chunk, whatever the
+number of groups. The same generator serves the in-memory path (``preload=True``): the arrays are
+read once, chunk by chunk, and every pass slices them along the same spans in the same order, so
+both paths produce identical batches for the same seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ptychozarr.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from ptychozarr.container import LazyContainer
+
+__all__ = ["MODEL_KINDS", "ModelKind", "examples_per_group", "make_dataset", "n_batches"]
+
+logger = logging.getLogger(__name__)
+
+ModelKind = Literal["pinn", "baseline"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("pinn", "baseline")
+
+Fields = tuple[np.ndarray, ...]
+"""Arrays whose first axis runs over examples, in the order of ``_ModelIO.field_shapes``."""
+
+
+@dataclass(frozen=True)
+class _ModelIO:
+    """What one model kind reads from the grouped view and how groups become examples.
+
+    The generator yields the raw fields of each example, and :attr:`to_model` turns a batch of
+    fields into the model's (inputs, targets) inside the TensorFlow graph. The shuffle buffer
+    therefore stores each array once.
+    """
+
+    arrays: tuple[str, ...]
+    to_fields: Callable[[dict[str, np.ndarray]], Fields]
+    field_shapes: Callable[[int, int], tuple[tuple[int, ...], ...]]
+    to_model: Callable[[tuple[Any, ...], float], tuple[Any, tuple[Any, ...]]]
+    per_group: Callable[[int], int]
+
+
+def _pinn_fields(block: dict[str, np.ndarray]) -> Fields:
+    return block["X"].astype(np.float32, copy=False), block["relative"].astype(np.float32)
+
+
+def _pinn_to_model(fields: tuple[Any, ...],
+                   intensity_scale: float) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    import tensorflow as tf
+
+    x, relative = fields
+    scaled = x * intensity_scale
+    # The object output has no loss; its target only fills the position in the outputs.
+    unused = tf.zeros_like(scaled[..., :1])
+    return (scaled, relative), (unused, scaled, tf.square(scaled))
+
+
+def _baseline_fields(block: dict[str, np.ndarray]) -> Fields:
+    # The baseline takes one pattern at a time, so members become examples, group-major.
+    def members(array: np.ndarray) -> np.ndarray:
+        moved = np.moveaxis(array, -1, 1)
+        return moved.reshape(-1, *moved.shape[2:], 1).astype(np.float32, copy=False)
+
+    return members(block["X"]), members(block["Y_I"]), members(block["Y_phi"])
+
+
+def _baseline_to_model(fields: tuple[Any, ...],
+                       intensity_scale: float) -> tuple[Any, tuple[Any, ...]]:
+    # The baseline has a single input, so the input is a tensor, not a one-element tuple.
+    x, amplitude, phase = fields
+    return x, (amplitude, phase)
+
+
+_MODEL_IO: dict[str, _ModelIO] = {
+    "pinn": _ModelIO(("X", "relative"), _pinn_fields,
+                     lambda n, c: ((n, n, c), (c, 2)), _pinn_to_model, lambda c: 1),
+    "baseline": _ModelIO(("X", "Y_I", "Y_phi"), _baseline_fields,
+                         lambda n, c: ((n, n, 1), (n, n, 1), (n, n, 1)), _baseline_to_model,
+                         lambda c: c),
+}
+
+
+def _model_io(model: str) -> _ModelIO:
+    if model not in _MODEL_IO:
+        raise InvalidInputError(f"model: invalid kind {model!r}; use one of {MODEL_KINDS!r}.")
+    return _MODEL_IO[model]
+
+
+def examples_per_group(model: ModelKind, channels: int) -> int:
+    """Number of examples one group gives ``model``: 1 for the PINN, C for the baseline."""
+    return _model_io(model).per_group(channels)
+
+
+def n_batches(n_examples: int, batch_size: int, *, drop_remainder: bool = False) -> int:
+    """Batches in one pass over ``n_examples`` (the last one partial unless ``drop_remainder``)."""
+    if drop_remainder:
+        return n_examples // batch_size
+    return -(-n_examples // batch_size)
+
+
+class _ShuffleBuffer:
+    """A bounded pool of examples from which random ones leave as new chunks arrive."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity = capacity
+        self.rng = rng
+        self.pool: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, arrays: list[np.ndarray]) -> Iterator[tuple[np.ndarray, ...]]:
+        """Add a chunk's examples, then yield random examples until the pool fits its capacity."""
+        if not self.pool:
+            self.pool = [np.array(array) for array in arrays]
+        else:
+            self.pool = [np.concatenate([kept[:self.size], new])
+                         for kept, new in zip(self.pool, arrays, strict=True)]
+        self.size = len(self.pool[0])
+        while self.size > self.capacity:
+            yield self._pop()
+
+    def drain(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """Yield the remaining examples in random order."""
+        while self.size:
+            yield self._pop()
+
+    def _pop(self) -> tuple[np.ndarray, ...]:
+        index = int(self.rng.integers(self.size))
+        last = self.size - 1
+        example = tuple(array[index].copy() for array in self.pool)
+        for array in self.pool:
+            array[index] = array[last]
+        self.size = last
+        return example
+
+
+class _ExampleStream:
+    """The generator callable behind ``tf.data.Dataset.from_generator``.
+
+    Each call is one pass over the data; passes are numbered from ``first_epoch`` and seed the
+    chunk order and the shuffle buffer.
+    """
+
+    def __init__(self, read_span: Callable[[int], dict[str, np.ndarray]], n_spans: int,
+                 io: _ModelIO, *, shuffle: bool, seed: int, buffer_examples: int,
+                 first_epoch: int) -> None:
+        self.read_span = read_span
+        self.n_spans = n_spans
+        self.io = io
+        self.shuffle = shuffle
+        self.seed = seed
+        self.buffer_examples = buffer_examples
+        self._epochs = itertools.count(first_epoch)
+
+    def __call__(self) -> Iterator[Fields]:
+        epoch = next(self._epochs)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.n_spans) if self.shuffle else np.arange(self.n_spans)
+        buffer = _ShuffleBuffer(self.buffer_examples, rng)
+        for span in order:
+            fields = self.io.to_fields(self.read_span(int(span)))
+            if self.shuffle:
+                yield from buffer.add(list(fields))
+            else:
+                for row in range(len(fields[0])):
+                    yield tuple(field[row] for field in fields)
+        yield from buffer.drain()
+
+
+def _span_reader(container: LazyContainer, names: tuple[str, ...], *,
+                 preload: bool) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
+    spans = container.chunk_spans()
+    if not preload:
+        return (lambda k: container.read_span(names, *spans[k])), len(spans)
+
+    arrays = container.read_all(names)
+
+    def read_preloaded(k: int) -> dict[str, np.ndarray]:
+        start, stop = spans[k]
+        return {name: array[start:stop] for name, array in arrays.items()}
+
+    return read_preloaded, len(spans)
+
+
+def make_dataset(container: LazyContainer, batch_size: int, *, model: ModelKind = "pinn",
+                 shuffle: bool = True, seed: int | None = None, repeat: bool = False,
+                 drop_remainder: bool = False, shuffle_buffer_groups: int = 1024,
+                 first_epoch: int = 0, preload: bool = False) -> tf.data.Dataset:
+    """Build a ``tf.data.Dataset`` of (inputs, targets) batches for ``model``.
+
+    Parameters
+    ----------
+    container
+        The grouped data (a store's view or in-memory arrays); only its chunks are read.
+    batch_size
+        Examples per batch.
+    model
+        ``"pinn"``: one example per group. Inputs ``(s * X, relative)``: X (N, N, C) float32
+        normalised amplitude, s the view's intensity scale, relative (C, 2) float32 centroid
+        minus member (x, y) in pixels. Targets ``(zeros (N, N, 1), s * X, (s * X)**2)`` for the
+        outputs (object, amplitude, intensity); the object output has no loss.
+        ``"baseline"``: one example per member, group-major; input X (N, N, 1) (a
+        tensor, not a tuple), targets ``(Y_I, Y_phi)`` (N, N, 1) float32.
+    shuffle
+        Visit chunks in a random order each pass and mix examples through a buffer.
+    seed
+        Seed of the chunk order and the buffer; pass ``k`` uses ``(seed, first_epoch + k)``.
+        ``None`` draws a seed once.
+    repeat
+        Repeat indefinitely (each repetition is a new, differently shuffled pass).
+    drop_remainder
+        Drop the last partial batch of each pass.
+    shuffle_buffer_groups
+        Capacity of the shuffle buffer in groups; memory stays below this plus one chunk.
+    first_epoch
+        Number of the first pass (used when resuming training, so shuffling continues).
+    preload
+        Read the arrays once into memory and slice them each pass instead of reading the store.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``(inputs, targets)`` of float32 tensors with a leading batch axis, batched
+        and then prefetched.
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size: invalid value {batch_size!r}; use at least 1.")
+    io = _model_io(model)
+    read_span, n_spans = _span_reader(container, io.arrays, preload=preload)
+    run_seed = int(np.random.default_rng().integers(2**63)) if seed is None else int(seed)
+    per_group = io.per_group(container.channels)
+    stream = _ExampleStream(read_span, n_spans, io, shuffle=shuffle, seed=run_seed,
+                            buffer_examples=max(1, shuffle_buffer_groups * per_group),
+                            first_epoch=first_epoch)
+
+    signature = tuple(tf.TensorSpec(shape, tf.float32)
+                      for shape in io.field_shapes(container.n, container.channels))
+    dataset = tf.data.Dataset.from_generator(stream, output_signature=signature)
+
+    batches = n_batches(len(container) * per_group, batch_size, drop_remainder=drop_remainder)
+    scale = float(container.norm_Y_I)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(lambda *fields: io.to_model(fields, scale))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
