@@ -56,7 +56,7 @@ def grouped_arrays(*, n_rows: int = 30, n_groups: int = 20, side: int = SIDE,
                    seed: int = 1) -> dict[str, Any]:
     """Return a grouped (model-ready) NPZ layout built from known raw rows and positions.
 
-    Rows 0 and 1 are in no group. The returned dict also holds ``_amplitude`` (rows, N, N),
+    Rows 0 and 1 are in no group. The returned dict also contains ``_amplitude`` (rows, N, N),
     ``_positions`` (rows, 2) and ``_alpha``, which are not written to the file.
     """
     rng = np.random.default_rng(seed)

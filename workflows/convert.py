@@ -114,7 +114,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="grouped NPZ: name of the grouped view (default: imported-g<G>-n<B>)")
     group.add_argument("--allow-pickle", action="store_true", default=None,
                        help="unpickle object arrays without restriction (trusted files only)")
-    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument("--no-progress", action="store_true",
+                       help="hide the progress bar (default: shown on standard error)")
 
 
 def _settings(arguments: argparse.Namespace) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("store", metavar="STORE", help="store directory, .zip or URL")
     parser.add_argument("--json", action="store_true",
-                        help="print the summary as JSON instead of text")
+                        help="print the summary as JSON (default: text)")
     return parser
 
 

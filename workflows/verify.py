@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                     "is any, 0 when the store is intact.",
     )
     parser.add_argument("store", metavar="STORE", help="store directory, .zip or URL")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar (default: shown on standard error)")
     return parser
 
 

@@ -245,7 +245,7 @@ class FrameTransform:
         """
         if self.scale == "amplitude" and self.plan.bin == 1:
             # Crop and pad commute with the square root: skip the float64 round trip.
-            values = slab.astype(np.float32)
+            values = np.asarray(slab, dtype=np.float32)
             if self.dc_corner:
                 values = np.fft.fftshift(values, axes=(-2, -1))
             # The total intensity only measures nphotons, which amplitudes of arbitrary scale
@@ -258,20 +258,25 @@ class FrameTransform:
 def check_frame_values(slab: np.ndarray, *, where: str, first_frame: int, values: str) -> None:
     """Raise :class:`InvalidInputError` on NaN or infinity in a slab, and on negative values
     unless ``values`` is ``"signed"`` (``"intensity"`` and ``"amplitude"`` must be >= 0)."""
-    if slab.dtype.kind in "fc":
-        finite = np.isfinite(slab)
+    if slab.size == 0 or slab.dtype.kind not in "fci":
+        return
+    low = slab.min() if slab.dtype.kind != "c" else None
+    # min propagates NaN and max reaches +inf, so two fast reductions screen a real slab before
+    # the slower per-frame search that names the frame.
+    if low is None or not (np.isfinite(low) and np.isfinite(slab.max())):
+        finite = np.isfinite(slab).reshape(slab.shape[0], -1).all(axis=1)
         if not finite.all():
-            frame = first_frame + int(np.argmin(finite.reshape(slab.shape[0], -1).all(axis=1)))
+            frame = first_frame + int(np.argmin(finite))
             raise InvalidInputError(
                 f"{where}: frame {frame} contains NaN or infinite values. Remove or repair "
                 "those frames (for example np.nan_to_num) before converting."
             )
-    if values != "signed" and slab.dtype.kind in "fi" and slab.size and slab.min() < 0:
+    if values != "signed" and low is not None and low < 0:
         negative = (slab < 0).reshape(slab.shape[0], -1).any(axis=1)
         frame = first_frame + int(np.argmax(negative))
         what = "photon counts" if values == "intensity" else "amplitudes"
         raise InvalidInputError(
-            f"{where}: frame {frame} has negative values (minimum {slab.min()!r}), which are "
+            f"{where}: frame {frame} has negative values (minimum {low!r}), which are "
             f"invalid {what}. Clip them to 0 (np.clip) or subtract a smaller background."
         )
 

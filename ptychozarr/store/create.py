@@ -216,6 +216,8 @@ class StoreWriter:
         self._lock = _Lock(self.path.with_name(self.path.name + ".lock"))
         self._progress: dict[str, Any] = {"identity": self.identity, "frames_done": {}}
         self._group: zarr.Group | None = None
+        # Opening an array reads its metadata from disk, so arrays are looked up once.
+        self._arrays: dict[str, zarr.Array] = {}
         self.resumed = False
 
     # Set-up -----------------------------------------------------------------------------------
@@ -301,19 +303,23 @@ class StoreWriter:
         if self.resumed and name in self._progress["frames_done"] and name in self.group:
             array = self.group[name]
             if isinstance(array, zarr.Array) and tuple(array.shape) == tuple(shape):
+                self._arrays[name] = array
                 return array
         group = self.group.require_group(parent) if parent else self.group
         exists = spec.name in group
         array = create_array(group, spec, shape, overwrite=exists, **kwargs)
+        self._arrays[name] = array
         self._progress["frames_done"][name] = 0
         self._save_progress()
         return array
 
     def _array(self, name: str) -> zarr.Array:
-        array = self.group[name]
-        if not isinstance(array, zarr.Array):
-            raise TypeError(f"{name!r} in {self.partial} is a group, not an array")
-        return array
+        if name not in self._arrays:
+            array = self.group[name]
+            if not isinstance(array, zarr.Array):
+                raise TypeError(f"{name!r} in {self.partial} is a group, not an array")
+            self._arrays[name] = array
+        return self._arrays[name]
 
     def frames_done(self, name: str) -> int:
         """Number of leading frames of array ``name`` already written (0 for a fresh write)."""
@@ -378,6 +384,7 @@ class StoreWriter:
         """Remove the partial store, for input that cannot succeed on a resumed run either."""
         shutil.rmtree(self.partial, ignore_errors=True)
         self._group = None
+        self._arrays.clear()
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
