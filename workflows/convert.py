@@ -134,12 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(arguments)
     options = (ConvertOptions.from_preset(arguments.preset, **settings) if arguments.preset
                else ConvertOptions.from_dict(settings))
-    with tqdm(unit="frame", desc="convert", disable=arguments.no_progress) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
+    bars: list[tqdm[Any]] = []
 
+    def progress(done: int, total: int) -> None:
+        # The bar starts with the first written chunk, after the checks and any centring pass.
+        if not bars:
+            bars.append(tqdm(total=total, unit="frame", desc="convert",
+                             disable=arguments.no_progress))
+        bars[0].update(done - bars[0].n)
+
+    try:
         store = convert(arguments.input, arguments.output, options=options,
                         overwrite=arguments.overwrite, resume=arguments.resume, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     print(f"Wrote {store}. Inspect it with: ptychozarr inspect {store}")
     return 0

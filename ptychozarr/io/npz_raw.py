@@ -190,7 +190,7 @@ class NpzImporter:
         self._write_extras(writer, plan, chunk_frames, coordinates)
         shutil.rmtree(scratch, ignore_errors=True)
 
-        conventions.update(self._source_conventions(), detector=plan.describe())
+        conventions = {**self._source_conventions(), **conventions, "detector": plan.describe()}
         return self._root_attrs(amplitude_scale, total, plan, conventions)
 
     def _reader(self, scratch: Path) -> FrameReader:
