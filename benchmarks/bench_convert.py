@@ -10,6 +10,10 @@ wall time and peak resident set size (``VmHWM`` of ``/proc/self/status``, which,
 - ``stream``: inflate every member in slabs without keeping them (the floor for any converter);
 - ``convert``: ``ptychozarr.convert`` into a new store.
 
+Each step also reports its CPU time (user + system, all threads): on a machine shared with other
+work, wall times include waiting for a core, and the conversion's reading and compressing threads
+overlap only when two cores are free.
+
 Targets: conversion time at most 1.5 times the ``np.load`` time, and the conversion's peak RSS at
 8x the frames at most 1.2 times its peak at 1x.
 
@@ -42,33 +46,36 @@ SLAB_FRAMES = 1024
 LOAD = """
 import json, time
 import numpy as np
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 with np.load({path!r}) as archive:
     sizes = [archive[key].nbytes for key in archive.files]
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_kib": int(peak.split()[1])}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                  "peak_rss_kib": int(peak.split()[1])}}))
 """
 
 STREAM = """
 import json, time
 from ptychozarr.io.npz import NpzArchive
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 with open({path!r}, "rb") as handle:
     archive = NpzArchive({path!r}, handle)
     for key in archive.keys:
         for _ in archive.iter_slabs(key, 512):
             pass
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_kib": int(peak.split()[1])}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                  "peak_rss_kib": int(peak.split()[1])}}))
 """
 
 CONVERT = """
 import json, time
 from ptychozarr.io.convert import convert
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 convert({path!r}, {store!r})
 peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_kib": int(peak.split()[1])}}))
+print(json.dumps({{"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                  "peak_rss_kib": int(peak.split()[1])}}))
 """
 
 
@@ -153,7 +160,8 @@ def main() -> None:
         load, convert = row["np_load"], row["convert"]
         assert isinstance(load, dict) and isinstance(convert, dict)
         print(f"{row['frames']} frames: convert {convert['seconds']:.1f} s / np.load "
-              f"{load['seconds']:.1f} s = {convert['seconds'] / load['seconds']:.2f}")
+              f"{load['seconds']:.1f} s = {convert['seconds'] / load['seconds']:.2f} (CPU time "
+              f"{convert['cpu_seconds']:.1f} s / {load['cpu_seconds']:.1f} s)")
     small_rss = small["convert"]["peak_rss_kib"]  # type: ignore[index]
     large_rss = large["convert"]["peak_rss_kib"]  # type: ignore[index]
     print(f"peak RSS of convert: {large_rss / 1024:.0f} MiB / {small_rss / 1024:.0f} MiB = "

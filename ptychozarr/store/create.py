@@ -93,10 +93,12 @@ def create_array(group: zarr.Group, spec: ArraySpec, shape: tuple[int, ...], *,
     attributes: dict[str, Any] = {"units": units or spec.units, "long_name": spec.long_name}
     attributes.update(attrs or {})
     fill_value: Any = False if spec.dtype == "bool" else 0
+    # Writes through the returned array store every chunk, even one equal to the fill value, which
+    # skips zarr's pass comparing each chunk with it. The setting is not saved in the metadata.
     return group.create_array(
         spec.name, shape=shape, chunks=tuple(chunks), dtype=spec.dtype,
         compressors=_compressors(), dimension_names=spec.dims, attributes=attributes,
-        fill_value=fill_value, overwrite=overwrite,
+        fill_value=fill_value, overwrite=overwrite, config={"write_empty_chunks": True},
     )
 
 
