@@ -11,8 +11,9 @@ Usage::
     .venv/bin/python benchmarks/bench_simulate_group.py --workdir /tmp/bench \\
         --sizes 16384 131072 --gridsize 2
 
-The stores are removed after each size unless ``--keep`` is given; the largest default size
-needs about 2 GiB for the store and 20 GiB for the grouped view at gridsize 2.
+The stores are removed after each size unless ``--keep`` is given. For 131,072 patterns the
+store takes about 1 GiB on disk (2 GiB uncompressed), and the grouped view at gridsize 2 holds
+24 GiB uncompressed (X, Y_I and Y_phi), so leave room for it.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--neighbors", type=int, default=7, metavar="K",
                         help="members are drawn among each seed's K nearest positions "
                         "(default: 7)")
+
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the member draw and of subsampling (default: 0)")
     parser.add_argument("--n-groups", type=int, metavar="B",
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--oversample", action="store_true",
                         help="allow more groups than positions (gridsize 2): several distinct "
                         "member sets per position")
+
     parser.add_argument("--region",
                         help="part of the scan: top, bottom, left, right (halves split at the "
                         "median position; the median goes to bottom/right) or box:x0,x1,y0,y1 "
@@ -41,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nphotons", type=float,
                         help="mean photon count per pattern for the intensity scale (default: "
                         "the store's nphotons attribute, else 1e9)")
+
     parser.add_argument("--chunk-groups", type=int,
                         help="groups per stored chunk (default: about 8 MiB of X per chunk)")
     parser.add_argument("--overwrite", action="store_true",
