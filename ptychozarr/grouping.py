@@ -251,6 +251,10 @@ def _read_rows(diffraction: zarr.Array, rows: np.ndarray) -> np.ndarray:
 
     Whole chunks are read and the rows picked in memory, which is much faster than a row-wise
     selection when many rows of a chunk are needed.
+
+    NOTE: when the stored order of the patterns does not follow the scan path, the members of
+    one block of groups are spread over many chunks. Memory stays at one chunk at a time, but
+    each block then reads many chunks and grouping slows down accordingly.
     """
     chunk = int(diffraction.chunks[0])
     out = np.empty((len(rows), *diffraction.shape[1:]), dtype=diffraction.dtype)
