@@ -87,7 +87,8 @@ def test_run_published_as_current(gridsize1: dict[str, Path], dask_client: Any) 
     run_path = predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client,
                        run="published")
     assert current_run(gridsize1["store"], "pinn") == run_path
-    assert not any((gridsize1["store"] / ".staging").iterdir())
+    store = gridsize1["store"]
+    assert not list(store.parent.glob(f"{store.name}.staging-*"))
 
 
 def test_stitched_object_on_object_frame(gridsize1: dict[str, Path], dask_client: Any) -> None:

@@ -44,7 +44,7 @@ DEFAULT_CHUNK_BYTES = 8 * 2**20
 """Uncompressed size aimed at for one chunk along the scan axis (8 MiB)."""
 
 PROGRESS_FILE = ".ptychozarr-progress.json"
-STAGING_FOLDER = ".staging"
+STAGING_SUFFIX = ".staging-"
 
 
 def _compressors() -> tuple[Any, ...]:
@@ -398,9 +398,10 @@ def stage_subgroup(store_path: str | os.PathLike[str], relative_path: str, *,
                    attrs: Mapping[str, Any] | None = None) -> Iterator[zarr.Group]:
     """Write a subgroup (``groups/<name>``, ``predictions/<model>/<run>``) atomically.
 
-    The subgroup is built under ``<store>/.staging/`` and moved to ``relative_path`` when the
-    block ends without an exception; on an exception the staging folder is removed. Parent
-    groups are created as needed and the store's consolidated metadata is refreshed.
+    The subgroup is built in a sibling folder ``<store>.staging-<id>`` (outside the store, so
+    readers of the store never list it) and moved to ``relative_path`` when the block ends
+    without an exception. On an exception the staging folder is removed. Parent groups are
+    created as needed and the store's consolidated metadata is refreshed.
     """
     root = Path(store_path)
     target = root / relative_path
@@ -409,8 +410,7 @@ def stage_subgroup(store_path: str | os.PathLike[str], relative_path: str, *,
             f"{root}: {relative_path!r} already exists. Pass overwrite=True (CLI: --overwrite) "
             "to replace it, or choose another name."
         )
-    staging = root / STAGING_FOLDER / uuid.uuid4().hex
-    staging.parent.mkdir(exist_ok=True)
+    staging = _staging_path(root)
     group = zarr.open_group(str(staging), mode="w-", zarr_format=3)
     group.attrs.update(dict(attrs or {}))
     try:
@@ -421,13 +421,18 @@ def stage_subgroup(store_path: str | os.PathLike[str], relative_path: str, *,
 
     _ensure_parent_groups(root, relative_path)
     if target.exists():
-        trash = root / STAGING_FOLDER / f"old-{uuid.uuid4().hex}"
+        trash = _staging_path(root)
         os.replace(target, trash)
         os.replace(staging, target)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, target)
     consolidate(root)
+
+
+def _staging_path(root: Path) -> Path:
+    # A sibling of the store on the same file system, so os.replace is an atomic rename.
+    return root.with_name(f"{root.name}{STAGING_SUFFIX}{uuid.uuid4().hex[:12]}")
 
 
 def _ensure_parent_groups(root: Path, relative_path: str) -> None:
