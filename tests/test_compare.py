@@ -21,7 +21,6 @@ import zarr
 from ptychozarr.cluster import close_client, make_client
 from ptychozarr.compare import CompareConfig, compare_models
 from ptychozarr.metrics import SCALAR_METRICS
-from ptychozarr.models.bundle import save_untrained_bundle
 from ptychozarr.store import consolidate
 from ptychozarr.workflows import compare_models as compare_workflow
 from ptychozarr.workflows import reconstruct as reconstruct_workflow
@@ -31,14 +30,9 @@ GROUPED_VIEW = "synthetic"
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory: pytest.TempPathFactory,
-           grouped_store_factory: Any) -> dict[str, Path]:
-    """A store of 48 patterns with ground truth, and untrained PINN and baseline bundles."""
-    folder = tmp_path_factory.mktemp("compare")
-    store = grouped_store_factory(folder / "data.zarr", n_groups=48, chunk_groups=16)
-    pinn = save_untrained_bundle(store, GROUPED_VIEW, folder / "pinn", kind="pinn")
-    baseline = save_untrained_bundle(store, GROUPED_VIEW, folder / "baseline", kind="baseline")
-    return {"store": store, "pinn": pinn, "baseline": baseline, "folder": folder}
+def scored(simulated_store: dict[str, Any], trained_pair: dict[str, Path]) -> dict[str, Path]:
+    """The session's simulated store (with ground truth) and its trained PINN and baseline."""
+    return {"store": simulated_store["store"], **trained_pair}
 
 
 def _copy_store(source: Path, target: Path) -> Path:
@@ -133,8 +127,8 @@ def test_named_group_with_other_gridsize_rejected(scored: dict[str, Path],
                                                   grouped_store_factory: Any,
                                                   tmp_path: Path, capsys: Any) -> None:
     store = grouped_store_factory(tmp_path / "g2.zarr", n_groups=6, gridsize=2)
-    status = compare_workflow.main([str(store), str(tmp_path / "out"), "--pinn",
-                                    str(scored["pinn"]), "--group", GROUPED_VIEW])
+    status = compare_workflow.main([str(store), str(tmp_path / "out"), "--baseline",
+                                    str(scored["baseline"]), "--group", GROUPED_VIEW])
     assert status == 2
     assert "grouped with gridsize 2" in capsys.readouterr().err
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,17 @@ GROUPED_VIEW = "synthetic"
 
 
 @pytest.fixture(scope="module")
-def gridsize1(tmp_path_factory: pytest.TempPathFactory,
-              grouped_store_factory: Any) -> dict[str, Path]:
-    """A store of 40 groups (gridsize 1, chunks of 16) with an untrained PINN bundle."""
-    folder = tmp_path_factory.mktemp("inference-g1")
-    store = grouped_store_factory(folder / "data.zarr", n_groups=40, n=N, chunk_groups=16)
-    pinn = save_untrained_bundle(store, GROUPED_VIEW, folder / "pinn", kind="pinn")
-    return {"store": store, "pinn": pinn}
+def gridsize1(tmp_path_factory: pytest.TempPathFactory, simulated_store: dict[str, Any],
+              trained_pair: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the session's simulated store (192 groups, chunks of 32) and its PINN."""
+    store = tmp_path_factory.mktemp("inference-g1") / "data.zarr"
+    shutil.copytree(simulated_store["store"], store)
+    return {"store": store, "group": simulated_store["group"], "pinn": trained_pair["pinn"]}
 
 
 @pytest.fixture(scope="module")
 def gridsize2(tmp_path_factory: pytest.TempPathFactory,
-              grouped_store_factory: Any) -> dict[str, Path]:
+              grouped_store_factory: Any) -> dict[str, Any]:
     """A store of 12 groups of 4 (chunks of 5) with an untrained baseline bundle."""
     folder = tmp_path_factory.mktemp("inference-g2")
     store = grouped_store_factory(folder / "data.zarr", n_groups=12, n=N, gridsize=2,
@@ -40,9 +40,15 @@ def gridsize2(tmp_path_factory: pytest.TempPathFactory,
     return {"store": store, "baseline": baseline}
 
 
-def _group_arrays(store: Path) -> dict[str, np.ndarray]:
-    group = zarr.open_group(str(store / "groups" / GROUPED_VIEW), mode="r")
+def _group_arrays(store: Path, name: str) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(store / "groups" / name), mode="r")
     return {name: np.asarray(group[name][...]) for name in ("X", "relative", "offsets")}
+
+
+def _predict(case: dict[str, Any], client: Any, **options: Any) -> str:
+    bundle = options.pop("bundle", case.get("pinn"))
+    return predict(case["store"], options.pop("group", case["group"]), bundle, client=client,
+                   **options)
 
 
 def _run_arrays(store: Path, run_path: str) -> dict[str, Any]:
@@ -52,11 +58,10 @@ def _run_arrays(store: Path, run_path: str) -> dict[str, Any]:
             "patch_chunks": run["patches"].chunks, "attrs": dict(run.attrs)}
 
 
-def test_pinn_patches_match_in_process(gridsize1: dict[str, Path], dask_client: Any) -> None:
-    run_path = predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client,
-                       batch_size=8, run="equal")
+def test_pinn_patches_match_in_process(gridsize1: dict[str, Any], dask_client: Any) -> None:
+    run_path = _predict(gridsize1, dask_client, batch_size=8, run="equal")
     stored = _run_arrays(gridsize1["store"], run_path)
-    arrays = _group_arrays(gridsize1["store"])
+    arrays = _group_arrays(gridsize1["store"], gridsize1["group"])
 
     expected = load_bundle(gridsize1["pinn"]).predict(arrays["X"], arrays["relative"],
                                                        batch_size=8)
@@ -66,12 +71,12 @@ def test_pinn_patches_match_in_process(gridsize1: dict[str, Path], dask_client: 
     np.testing.assert_array_equal(stored["positions"], arrays["offsets"])
 
 
-def test_baseline_patches_at_member_positions(gridsize2: dict[str, Path],
+def test_baseline_patches_at_member_positions(gridsize2: dict[str, Any],
                                               dask_client: Any) -> None:
     run_path = predict(gridsize2["store"], GROUPED_VIEW, gridsize2["baseline"],
                        client=dask_client, batch_size=4, run="members")
     stored = _run_arrays(gridsize2["store"], run_path)
-    arrays = _group_arrays(gridsize2["store"])
+    arrays = _group_arrays(gridsize2["store"], GROUPED_VIEW)
 
     expected = load_bundle(gridsize2["baseline"]).predict(arrays["X"], arrays["relative"],
                                                            batch_size=4)
@@ -83,17 +88,15 @@ def test_baseline_patches_at_member_positions(gridsize2: dict[str, Path],
     assert stored["patch_chunks"] == (20, N, N)
 
 
-def test_run_published_as_current(gridsize1: dict[str, Path], dask_client: Any) -> None:
-    run_path = predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client,
-                       run="published")
+def test_run_published_as_current(gridsize1: dict[str, Any], dask_client: Any) -> None:
+    run_path = _predict(gridsize1, dask_client, run="published")
     assert current_run(gridsize1["store"], "pinn") == run_path
     store = gridsize1["store"]
     assert not list(store.parent.glob(f"{store.name}.staging-*"))
 
 
-def test_stitched_object_on_object_frame(gridsize1: dict[str, Path], dask_client: Any) -> None:
-    run_path = predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client,
-                       run="frame", stitch_crop_size=16)
+def test_stitched_object_on_object_frame(gridsize1: dict[str, Any], dask_client: Any) -> None:
+    run_path = _predict(gridsize1, dask_client, run="frame", stitch_crop_size=16)
     obj, origin, attrs = read_run_object(gridsize1["store"], run_path)
     truth = zarr.open_array(str(gridsize1["store"] / "object"), mode="r")
 
@@ -103,9 +106,8 @@ def test_stitched_object_on_object_frame(gridsize1: dict[str, Path], dask_client
     assert np.count_nonzero(obj) > 0
 
 
-def test_model_loaded_once_per_worker(gridsize1: dict[str, Path], dask_client: Any) -> None:
-    predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client, run="c1")
-    predict(gridsize1["store"], GROUPED_VIEW, gridsize1["pinn"], client=dask_client, run="c2")
+def test_model_loaded_once_per_worker(gridsize1: dict[str, Any], dask_client: Any) -> None:
+    _predict(gridsize1, dask_client, run="cached")
 
     def cached_paths() -> list[str]:
         return [path for path, _ in inference._MODEL_CACHE]
@@ -114,23 +116,22 @@ def test_model_loaded_once_per_worker(gridsize1: dict[str, Path], dask_client: A
         assert paths.count(str(gridsize1["pinn"].resolve())) == 1
 
 
-def test_gridsize_mismatch_rejected(gridsize1: dict[str, Path], gridsize2: dict[str, Path],
+def test_gridsize_mismatch_rejected(gridsize1: dict[str, Any], gridsize2: dict[str, Any],
                                     dask_client: Any) -> None:
     with pytest.raises(BundleError, match="trained with gridsize 2"):
-        predict(gridsize1["store"], GROUPED_VIEW, gridsize2["baseline"], client=dask_client)
+        _predict(gridsize1, dask_client, bundle=gridsize2["baseline"])
 
 
-def test_failed_run_leaves_nothing(gridsize1: dict[str, Path], gridsize2: dict[str, Path],
+def test_failed_run_leaves_nothing(gridsize1: dict[str, Any], gridsize2: dict[str, Any],
                                    dask_client: Any) -> None:
     with pytest.raises(BundleError):
-        predict(gridsize1["store"], GROUPED_VIEW, gridsize2["baseline"], client=dask_client,
-                run="mismatch")
+        _predict(gridsize1, dask_client, bundle=gridsize2["baseline"], run="mismatch")
     assert not (gridsize1["store"] / "predictions" / "baseline" / "mismatch").exists()
 
 
-def test_unknown_group_rejected(gridsize1: dict[str, Path], dask_client: Any) -> None:
+def test_unknown_group_rejected(gridsize1: dict[str, Any], dask_client: Any) -> None:
     with pytest.raises(MissingKeyError, match="grouped view 'absent' not found"):
-        predict(gridsize1["store"], "absent", gridsize1["pinn"], client=dask_client)
+        _predict(gridsize1, dask_client, group="absent")
 
 
 def test_reference_archive_rejected(tmp_path: Path) -> None:
@@ -143,6 +144,6 @@ def test_reference_archive_rejected(tmp_path: Path) -> None:
         read_bundle_info(archive)
 
 
-def test_no_current_run_raises(gridsize2: dict[str, Path]) -> None:
+def test_no_current_run_raises(gridsize2: dict[str, Any]) -> None:
     with pytest.raises(MissingKeyError, match="no published 'pinn' predictions"):
         current_run(gridsize2["store"], "pinn")
