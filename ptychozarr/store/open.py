@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import xarray as xr
 import zarr
-from zarr.storage import ZipStore
+from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 from ptychozarr.errors import (
     InputFileError,
@@ -21,6 +21,7 @@ from ptychozarr.errors import (
     MissingKeyError,
     StoreSchemaError,
 )
+from ptychozarr.store.checked import ChecksumStore
 from ptychozarr.store.schema import REQUIRED_RAW_ARRAYS, check_format_version
 
 __all__ = ["StorePath", "open_dataset", "open_datatree", "open_store", "store_location"]
@@ -33,14 +34,17 @@ def _is_url(path: str) -> bool:
 
 
 def store_location(path: StorePath, *, mode: str = "r") -> Any:
-    """Return what ``zarr.open_group`` and xarray accept for ``path``.
+    """Return the store that ``zarr.open_group`` and xarray open for ``path``.
 
-    A ``.zip`` file becomes a read-only :class:`zarr.storage.ZipStore`; a URL or a local path is
-    returned as a string. Raises :class:`InputFileNotFoundError` for a missing local path.
+    A local directory becomes a :class:`zarr.storage.LocalStore`, a ``.zip`` file a read-only
+    :class:`zarr.storage.ZipStore` and a URL an :class:`zarr.storage.FsspecStore`, each wrapped
+    in a :class:`~ptychozarr.store.checked.ChecksumStore`, so that reading a corrupted chunk
+    raises :class:`~ptychozarr.errors.CorruptedChunkError` naming the array and the chunk.
+    Raises :class:`InputFileNotFoundError` for a missing local path.
     """
     text = os.fspath(path)
     if _is_url(text):
-        return text
+        return ChecksumStore(FsspecStore.from_url(text, read_only=mode == "r"), where=text)
     local = Path(text)
     if not local.exists():
         raise InputFileNotFoundError(
@@ -53,8 +57,8 @@ def store_location(path: StorePath, *, mode: str = "r") -> Any:
                 f"{text}: a zipped store is read-only. Unzip it to a directory to write to it."
             )
         _check_zip_layout(local)
-        return ZipStore(local, mode="r", read_only=True)
-    return text
+        return ChecksumStore(ZipStore(local, mode="r", read_only=True), where=text)
+    return ChecksumStore(LocalStore(local, read_only=mode == "r"), where=text)
 
 
 def _check_zip_layout(archive: Path) -> None:
