@@ -112,7 +112,8 @@ class _StoreSource:
         if "probe" not in self.root:
             raise MissingKeyError(
                 f"{self.where}: the store has no 'probe' array. A PINN needs the illumination; "
-                "convert the data with a probe (for example `ptychozarr convert --probe FILE`)."
+                "convert the data with a probe (an NPZ key named by `ptychozarr convert "
+                "--probe-key`, 'probeGuess' by default)."
             )
         return np.asarray(self._root_array("probe")[...], dtype=np.complex64)
 
@@ -329,6 +330,11 @@ class LazyContainer:
         shape = (len(self), *self._source.row_shape("X"))
         return (f"LazyContainer({self._source.where!r}, X={shape!r}, "
                 f"cached={sorted(self._tensor_cache)!r})")
+
+    @property
+    def where(self) -> str:
+        """Where the groups come from, for messages: ``<store>: groups/<name>`` or in memory."""
+        return self._source.where
 
     @property
     def n(self) -> int:

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
     from ptychozarr.container import LazyContainer
 
-__all__ = ["MODEL_KINDS", "ModelKind", "examples_per_group", "make_dataset", "n_batches"]
+__all__ = [
+    "MODEL_KINDS",
+    "ModelKind",
+    "check_readable",
+    "examples_per_group",
+    "make_dataset",
+    "n_batches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -178,19 +185,51 @@ class _ExampleStream:
         yield from buffer.drain()
 
 
+def _check_finite(block: dict[str, np.ndarray], container: LazyContainer, start: int) -> None:
+    """Raise :class:`InvalidInputError` when ``block`` (positions from ``start``) has NaN or inf."""
+    for name, values in block.items():
+        finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+        if not finite.all():
+            row = int(container.group_rows()[start + int(np.argmin(finite))])
+            raise InvalidInputError(
+                f"{container.where}: {name!r} of group {row} contains NaN or infinite values, "
+                "so no model can be trained on it. Repair the store's arrays and group it "
+                "again (`ptychozarr group --overwrite`)."
+            )
+
+
 def _span_reader(container: LazyContainer, names: tuple[str, ...], *,
                  preload: bool) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
     spans = container.chunk_spans()
     if not preload:
-        return (lambda k: container.read_span(names, *spans[k])), len(spans)
+
+        def read_checked(k: int) -> dict[str, np.ndarray]:
+            block = container.read_span(names, *spans[k])
+            _check_finite(block, container, spans[k][0])
+            return block
+
+        return read_checked, len(spans)
 
     arrays = container.read_all(names)
+    _check_finite(arrays, container, 0)
 
     def read_preloaded(k: int) -> dict[str, np.ndarray]:
         start, stop = spans[k]
         return {name: array[start:stop] for name, array in arrays.items()}
 
     return read_preloaded, len(spans)
+
+
+def check_readable(container: LazyContainer, *, model: ModelKind = "pinn") -> None:
+    """Read every span of the arrays that ``model`` trains on, outside TensorFlow.
+
+    Raises the error that reading the store or checking its values gives (for example
+    :class:`~ptychozarr.errors.CorruptedChunkError`), which inside a ``tf.data`` pipeline
+    arrives wrapped in a TensorFlow error.
+    """
+    read_span, n_spans = _span_reader(container, _model_io(model).arrays, preload=False)
+    for span in range(n_spans):
+        read_span(span)
 
 
 def make_dataset(container: LazyContainer, batch_size: int, *, model: ModelKind = "pinn",

@@ -33,7 +33,7 @@ import numpy as np
 from ptychozarr.config import ModelConfig, TrainingConfig
 from ptychozarr.container import LazyContainer
 from ptychozarr.errors import InvalidInputError, MissingKeyError, OutputExistsError
-from ptychozarr.tfdata import examples_per_group, make_dataset
+from ptychozarr.tfdata import check_readable, examples_per_group, make_dataset
 
 if TYPE_CHECKING:
     from ptychozarr.models.factory import BuiltModel
@@ -297,7 +297,7 @@ def _partial_folder(out: Path, *, resume: bool, overwrite: bool) -> Path:
                 "again."
             )
         shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
+    # The folder appears with the first checkpoint, so a run that fails before it leaves none.
     return partial
 
 
@@ -435,9 +435,20 @@ def _fit(built: BuiltModel, train_set: LazyContainer, validation_set: LazyContai
     schedule, stopping = _make_callbacks(config, has_validation=validation_data is not None)
     recorder = _EpochRecorder(epochs=config.epochs, history=history, checkpoints=checkpoints,
                               schedule=schedule, stopping=stopping, restored=restored)
-    built.training.fit(training_data, validation_data=validation_data, epochs=config.epochs,
-                       initial_epoch=initial_epoch, shuffle=False, verbose=0,
-                       callbacks=[schedule, stopping, recorder.callback(), *callbacks])
+    import tensorflow as tf
+
+    try:
+        built.training.fit(training_data, validation_data=validation_data,
+                           epochs=config.epochs, initial_epoch=initial_epoch, shuffle=False,
+                           verbose=0, callbacks=[schedule, stopping, recorder.callback(),
+                                                 *callbacks])
+    except tf.errors.OpError:
+        # An error raised while tf.data reads the store (a corrupted chunk, NaN values) arrives
+        # wrapped in a TensorFlow error; reading the data again outside TensorFlow raises it
+        # as itself. Any other error is re-raised unchanged.
+        for data in (train_set, validation_set):
+            check_readable(data, model=kind)
+        raise
     return recorder.history
 
 
