@@ -232,6 +232,13 @@ def input_normalisation(diffraction: zarr.Array, indices: np.ndarray) -> float:
     stack = da.from_zarr(diffraction)[rows]
     energies = stack.map_blocks(_pattern_energy, drop_axis=[1, 2], dtype=np.float64)
     per_row = np.asarray(energies.compute(scheduler="threads"))
+    finite = np.isfinite(per_row)
+    if not finite.all():
+        raise InvalidInputError(
+            f"diffraction: pattern {int(rows[int(np.argmin(finite))])} contains NaN or infinite "
+            "values, so the patterns cannot be normalised. Repair the store's diffraction "
+            "array, or convert the source again."
+        )
     mean_energy = float(np.mean(per_row[inverse.reshape(-1)]))
     half = diffraction.shape[-1] / 2
     if not mean_energy > 0:

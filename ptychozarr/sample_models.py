@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,9 @@ def load_probe(path: PathLike) -> np.ndarray:
             f"{source}: probe has shape {probe.shape!r}; expected a square (N, N) array with N "
             "even. Crop or pad the probe to N x N."
         )
+    if not np.all(np.isfinite(probe)):
+        raise InvalidInputError(f"{source}: the probe contains NaN or infinite values. Repair "
+                                "it, or simulate with a generated probe (--probe disk).")
     return probe.astype(np.complex64)
 
 
@@ -363,6 +367,8 @@ def load_npz_arrays(path: PathLike, keys: tuple[str, ...]) -> dict[str, Any]:
         One of ``keys`` is absent; the message lists the keys present.
     InputFileError
         The file is not a readable NPZ archive.
+    InvalidInputError
+        A float or complex array holds NaN or infinite values.
     """
     source = _existing(path, "NPZ file")
     try:
@@ -373,6 +379,12 @@ def load_npz_arrays(path: PathLike, keys: tuple[str, ...]) -> dict[str, Any]:
                     f"{source}: key(s) {missing!r} missing; the file has {sorted(archive.files)!r}."
                     " Use a PtychoPINN raw NPZ with probeGuess, objectGuess, xcoords and ycoords."
                 )
-            return {key: np.asarray(archive[key]) for key in keys}
-    except (OSError, ValueError) as error:
-        raise InputFileError(f"{source}: cannot read as an NPZ archive ({error}).") from error
+            arrays = {key: np.asarray(archive[key]) for key in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise InputFileError(f"{source}: cannot read as an NPZ archive ({error}). The file is "
+                             "truncated or corrupted; copy or write it again.") from error
+    for key, values in arrays.items():
+        if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+            raise InvalidInputError(f"{source}: {key!r} contains NaN or infinite values. "
+                                    "Repair it, or use another file.")
+    return arrays
