@@ -153,7 +153,9 @@ class CxiImporter:
                 f"have {n_frames} frames; both need one entry per pattern."
             )
         if not np.isfinite(values).all():
-            raise InvalidInputError(f"{self.path}: {path!r} contains NaN or infinite values.")
+            raise InvalidInputError(f"{self.path}: {path!r} contains NaN or infinite values; "
+                                    "every translation must be finite. Repair the translations, "
+                                    "or remove those frames.")
         return values
 
     def _mask(self, frame_shape: tuple[int, ...]) -> np.ndarray | None:

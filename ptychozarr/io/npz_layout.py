@@ -217,6 +217,11 @@ def read_optional(archive: NpzArchive, key: str, *, what: str, ndim: int) -> np.
         raise InvalidInputError(
             f"{archive.path}: {what} {key!r} has shape {values.shape!r}; {ndim} axes are expected."
         )
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise InvalidInputError(
+            f"{archive.path}: {what} {key!r} contains NaN or infinite values. Repair it, or "
+            "remove it from the file."
+        )
     return values.reshape(shape)
 
 
