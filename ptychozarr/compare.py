@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from ptychozarr.compare_report import metric_rows, write_report
 from ptychozarr.config import GroupingConfig
 from ptychozarr.errors import (
     BundleError,
+    InputFileError,
     InputFileNotFoundError,
     InvalidInputError,
     StoreSchemaError,
@@ -244,16 +246,29 @@ def _residual_probe(store: Path, info: BundleInfo) -> np.ndarray:
 def _read_npz_arm(path: Path, ground_truth: np.ndarray | None) -> ArmResult:
     if not path.is_file():
         raise InputFileNotFoundError(f"{path}: reconstruction NPZ not found. Check the path.")
-    with np.load(path, allow_pickle=False) as data:
-        if "reconstructed_object" not in data:
-            raise InvalidInputError(f"{path}: key 'reconstructed_object' is missing; found "
-                                    f"{sorted(data.files)!r}.")
-        obj = np.asarray(data["reconstructed_object"]).squeeze().astype(np.complex64)
-        algorithm = str(data["algorithm"]) if "algorithm" in data else "ptychi"
-        origin = tuple(int(v) for v in data["origin_xy_px"]) if "origin_xy_px" in data else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "reconstructed_object" not in data:
+                raise InvalidInputError(f"{path}: key 'reconstructed_object' is missing; found "
+                                        f"{sorted(data.files)!r}. Save the complex 2-D object "
+                                        "under that key.")
+            obj = np.asarray(data["reconstructed_object"]).squeeze().astype(np.complex64)
+            algorithm = str(data["algorithm"]) if "algorithm" in data else "ptychi"
+            origin = (tuple(int(v) for v in data["origin_xy_px"]) if "origin_xy_px" in data
+                      else None)
+    except InvalidInputError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        # ValueError: pickled objects, which are never loaded, or an unreadable array.
+        raise InputFileError(f"{path}: cannot be read as an NPZ file without pickle ({error}). "
+                             "Write it again with numpy.savez and plain arrays.") from error
     if obj.ndim != 2:
         raise InvalidInputError(f"{path}: 'reconstructed_object' has shape {obj.shape!r}; "
                                 "expected a 2-D complex object.")
+    if not np.isfinite(obj).all():
+        raise InvalidInputError(f"{path}: 'reconstructed_object' contains NaN or infinite "
+                                "values, which cannot be aligned or scored. Replace them (for "
+                                "example with zeros outside the reconstructed area).")
     if origin is None and ground_truth is not None and obj.shape != ground_truth.shape:
         # Assume the object is centred on the ground truth; registration corrects small offsets.
         origin = ((ground_truth.shape[1] - obj.shape[1]) // 2,
@@ -359,9 +374,10 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
         raise InvalidInputError("nothing to compare: give at least one of --pinn, --baseline "
                                 "and --recon-npz.")
     store_path, out_path = Path(store), Path(out)
-    out_path.mkdir(parents=True, exist_ok=True)
     root = open_store(store_path)
     ground_truth = _read_array(root, "object") if "object" in root else None
+    # The NPZ arm is read before the Dask job, so a bad file fails before any run is published.
+    npz_arm = _read_npz_arm(Path(recon_npz), ground_truth) if recon_npz is not None else None
     pixel_size = root.attrs.get("object_pixel_size_m")
     pixel_size_m = float(pixel_size) if isinstance(pixel_size, int | float) else None
 
@@ -385,6 +401,7 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
         ground_truth is None)
     extra = {graph.model: _residual_graph(graph, _residual_probe(store_path, graph.bundle))
              for graph in graphs if want_residual}
+    out_path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with get_task_stream(client) as stream:
         objects, sums = run_predictions(graphs, client=client, extra=extra, progress=progress)
@@ -398,8 +415,8 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
         if graph.model in sums:
             arm.residual = data_residual(np.asarray(sums[graph.model]))
         arms.append(arm)
-    if recon_npz is not None:
-        arms.append(_read_npz_arm(Path(recon_npz), ground_truth))
+    if npz_arm is not None:
+        arms.append(npz_arm)
 
     aligned_truth = None
     if ground_truth is not None:

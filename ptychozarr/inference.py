@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,26 +101,23 @@ class BundleInfo:
 
 
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
-    """Read a bundle's manifest without loading the model (and without importing TensorFlow).
+    """Read and check a bundle's manifest and file digests without loading the model.
 
-    The workers check the files' digests when they load the model; this only reads what the
-    graph needs.
+    TensorFlow is not imported. Checking the digests here rejects a modified bundle before
+    anything is grouped or computed; the workers check them again when they load the model.
 
     Raises
     ------
     InputFileNotFoundError, BundleError
-        The path is missing, is a PtychoPINN ``wts.h5.zip``, or is not a complete bundle.
+        The path is missing, is a PtychoPINN ``wts.h5.zip``, is not a complete bundle, or its
+        manifest or files were modified.
     """
+    from ptychozarr.models.bundle import read_manifest
+
     folder = Path(path).resolve()
     manifest_path = folder / MANIFEST_FILE
-    if not manifest_path.is_file():
-        from ptychozarr.models.bundle import load_bundle
-
-        # load_bundle raises the precise error for a missing path, a reference archive or a
-        # directory without manifest, before it imports TensorFlow.
-        load_bundle(folder)
+    manifest = read_manifest(folder)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         return BundleInfo(folder, str(manifest["kind"]), int(manifest["n"]),
                           int(manifest["gridsize"]), manifest)
     except (ValueError, KeyError, TypeError) as error:
@@ -464,7 +461,11 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
         futures = client.compute([*stores, *(graph.obj for graph in graphs), *extra.values()])
         if progress is not None:
             progress(futures)
-        results = client.gather(futures)
+        try:
+            results = client.gather(futures)
+        except BaseException:
+            _stop_job(client, futures)
+            raise
 
         objects = [np.asarray(value) for value in results[len(stores):len(stores) + len(graphs)]]
         for staged, graph, obj in zip(staged_runs, graphs, objects, strict=True):
@@ -473,6 +474,32 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
         _publish_current(graph.store, graph.model, graph.run_path.rsplit("/", 1)[-1])
     computed = dict(zip(extra, results[len(stores) + len(graphs):], strict=True))
     return objects, computed
+
+
+def _executing_keys(dask_worker: Any) -> list[Any]:
+    return [task.key for task in (*dask_worker.state.executing, *dask_worker.state.long_running)]
+
+
+def _stop_job(client: Client, futures: Sequence[Future], *, timeout_s: float = 60.0) -> None:
+    """Cancel a failed job and wait until the tasks running at that moment have finished.
+
+    A task that is running when another one fails still finishes and writes its chunks into
+    the staged run, so the staged folder can only be removed for good after it. On a shared
+    cluster this also waits for other clients' tasks that run at that moment (one task each).
+    """
+    try:
+        client.cancel(futures)
+        running = {key for keys in client.run(_executing_keys).values() for key in keys}
+        deadline = time.monotonic() + timeout_s
+        while running and time.monotonic() < deadline:
+            time.sleep(0.1)
+            running &= {key for keys in client.run(_executing_keys).values() for key in keys}
+    except Exception as error:  # the job's own error is re-raised; this one is only logged
+        logger.warning("Could not wait for the tasks of the failed job: %s", error)
+        return
+    if running:
+        logger.warning("%d task(s) of the failed job still run after %.0f s; a staged run "
+                       "beside the store may be left behind", len(running), timeout_s)
 
 
 def _write_object(staged: zarr.Group, obj: np.ndarray, graph: PredictionGraph) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "PROBE_FILE",
     "ModelBundle",
     "load_bundle",
+    "read_manifest",
     "save_bundle",
     "save_untrained_bundle",
 ]
@@ -587,6 +588,27 @@ def _load_probe(folder: Path, config: ModelConfig) -> np.ndarray | None:
     return probe
 
 
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a bundle's manifest and check it and the files' digests, without loading the model.
+
+    Imports neither TensorFlow nor Keras, so a client can reject a damaged bundle before it
+    sends work to a cluster.
+
+    Raises
+    ------
+    InputFileNotFoundError
+        ``path`` does not exist.
+    BundleError
+        ``path`` is a PtychoPINN ``wts.h5.zip``, has no manifest, or its manifest or files were
+        modified.
+    """
+    folder = Path(path)
+    _check_bundle_directory(folder)
+    manifest = _read_manifest(folder)
+    _check_files(folder, manifest)
+    return manifest
+
+
 def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     """Load a model bundle, checking its manifest and file digests.
 
@@ -608,9 +630,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
         manifest, or its manifest or files were modified or are inconsistent.
     """
     folder = Path(path)
-    _check_bundle_directory(folder)
-    manifest = _read_manifest(folder)
-    _check_files(folder, manifest)
+    manifest = read_manifest(folder)
     model_config, training_config = _configs(folder, manifest)
     model = _load_keras_model(folder, model_config)
     probe = _load_probe(folder, model_config)
