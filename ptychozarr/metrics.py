@@ -18,13 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 from skimage.metrics import structural_similarity
 
 from ptychozarr.alignment import PhaseAlignMethod, align_phase, match_amplitude
 from ptychozarr.errors import InvalidInputError
 
 __all__ = [
+    "FRC_TAPER",
     "MS_SSIM_WEIGHTS",
     "SCALAR_METRICS",
     "Evaluation",
@@ -46,6 +47,9 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 SCALAR_METRICS = ("mae", "mse", "psnr", "ssim", "ms_ssim", "frc50", "frc1over7", "frc_halfbit")
 """Metric names reported for amplitude and phase, in table order."""
+
+FRC_TAPER = 0.25
+"""Tapered fraction of the Tukey window applied before the FRC."""
 
 _MIN_SSIM_SIDE = 7  # the SSIM window is 7x7
 
@@ -149,9 +153,14 @@ class FRCCurve:
 
 
 def fourier_ring_correlation(first: np.ndarray, second: np.ndarray, *,
-                             pixel_size_m: float | None = None,
-                             smoothing_sigma: float = 0.0) -> FRCCurve:
+                             pixel_size_m: float | None = None, smoothing_sigma: float = 0.0,
+                             taper: float = FRC_TAPER) -> FRCCurve:
     """Compute the FRC curve of two real images over their central square.
+
+    Each image loses its mean and is multiplied by a Tukey window first. Without the window, the
+    jump between opposite edges of a cropped image puts power at every frequency along the two
+    axes of the spectrum, and that power is correlated between two images of the same region, so
+    it would raise the high-frequency FRC of even a poor reconstruction.
 
     Parameters
     ----------
@@ -161,6 +170,8 @@ def fourier_ring_correlation(first: np.ndarray, second: np.ndarray, *,
         Object pixel size, recorded to express frequencies per metre.
     smoothing_sigma
         Standard deviation (rings) of a Gaussian smoothing of the curve; 0 keeps it raw.
+    taper
+        Fraction of the Tukey window that is tapered (0: no window, 1: a Hann window).
 
     Returns
     -------
@@ -175,8 +186,11 @@ def fourier_ring_correlation(first: np.ndarray, second: np.ndarray, *,
     side = min(first.shape)
     top, left = (first.shape[0] - side) // 2, (first.shape[1] - side) // 2
     window = (slice(top, top + side), slice(left, left + side))
-    spectrum_first = np.fft.fftshift(np.fft.fft2(first[window]))
-    spectrum_second = np.fft.fftshift(np.fft.fft2(second[window]))
+    edge = signal.windows.tukey(side, taper)
+    weights = np.outer(edge, edge)
+    spectrum_first = np.fft.fftshift(np.fft.fft2((first[window] - first[window].mean()) * weights))
+    spectrum_second = np.fft.fftshift(np.fft.fft2((second[window] - second[window].mean())
+                                                  * weights))
 
     frequencies = np.fft.fftshift(np.fft.fftfreq(side)) * side
     radius = np.hypot(frequencies[:, None], frequencies[None, :])
@@ -205,8 +219,9 @@ def threshold_crossing(curve: FRCCurve, threshold: float | np.ndarray) -> float:
     """Return the frequency (cycles per pixel) where the FRC first falls below ``threshold``.
 
     The crossing is interpolated linearly between the last ring at or above the threshold and
-    the first ring below it; ring 0 (the mean) is skipped. A curve that never falls below
-    returns the highest frequency, 0.5 at most: the resolution is then limited by sampling.
+    the first ring below it. Ring 0 (the mean) is not used: a curve already below the threshold
+    at ring 1 returns 0. A curve that never falls below returns the highest frequency, 0.5 at
+    most, because the resolution is then limited by sampling.
     """
     levels = np.broadcast_to(np.asarray(threshold, dtype=np.float64), curve.correlation.shape)
     margin = curve.correlation - levels
@@ -215,6 +230,8 @@ def threshold_crossing(curve: FRCCurve, threshold: float | np.ndarray) -> float:
     if below.size == 0:
         return float(frequency[-1])
     ring = int(below[0]) + 1
+    if ring == 1:
+        return 0.0
     above_margin, below_margin = margin[ring - 1], margin[ring]
     fraction = above_margin / (above_margin - below_margin)
     return float(frequency[ring - 1] + fraction * (frequency[ring] - frequency[ring - 1]))

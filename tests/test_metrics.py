@@ -116,6 +116,22 @@ def test_halfbit_threshold_is_one_for_single_pixel() -> None:
     assert curve.halfbit_threshold[0] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_threshold_crossing_at_first_ring_is_zero() -> None:
+    frequency = np.arange(10) / 20
+    curve = FRCCurve(frequency, np.array([1.0, *np.full(9, 0.1)]), np.zeros(10))
+    assert threshold_crossing(curve, 0.5) == 0.0
+
+
+def test_frc_ignores_edge_jumps() -> None:
+    ramp = np.tile(np.linspace(0, 1, 96), (96, 1))
+    rng = np.random.default_rng(18)
+    first = ramp + rng.normal(scale=0.05, size=ramp.shape)
+    second = ramp + rng.normal(scale=0.05, size=ramp.shape)
+    # A ramp jumps from 1 back to 0 across the periodic edge; without a window that jump would
+    # correlate the two noisy images at every frequency along the x axis.
+    assert np.mean(fourier_ring_correlation(first, second).correlation[24:]) < 0.2
+
+
 def test_threshold_crossing_interpolates() -> None:
     frequency = np.arange(10) / 20
     curve = FRCCurve(frequency, np.linspace(1.0, 0.1, 10), np.zeros(10))
