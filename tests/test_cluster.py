@@ -58,6 +58,24 @@ def test_close_client_stops_started_cluster() -> None:
     assert cluster.status.name == "closed"
 
 
+def _visible_devices() -> str | None:
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_one_worker_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two GPU indices on a machine without GPU: the workers start anyway (TensorFlow would fall
+    # back to the CPU), which checks the per-GPU worker specs without a device.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    client = make_client(threads_per_worker=1, memory_limit="1GiB")
+    try:
+        devices = sorted(client.run(_visible_devices).values())
+        names = sorted(info["name"] for info in client.scheduler_info()["workers"].values())
+    finally:
+        close_client(client)
+    assert devices == ["0", "1"]
+    assert names == ["gpu-0", "gpu-1"]
+
+
 def test_worker_threads_sized(dask_client: Any) -> None:
     threads = dask_client.nthreads()
     settings = dask_client.run(_thread_settings)
