@@ -19,6 +19,8 @@ Close what :func:`make_client` started with :func:`close_client`.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from typing import Any
 import dask
 import yaml
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.comm import connect
 
 from ptychozarr.errors import ClusterConnectionError, InputFileNotFoundError, InvalidInputError
 
@@ -173,8 +176,32 @@ def close_client(client: Client) -> None:
         cluster.close()
 
 
+def _handshake(address: str, timeout_s: float) -> None:
+    """Connect to the scheduler at ``address`` and wait for its handshake, within ``timeout_s``.
+
+    distributed's Client (2026.8) waits for the scheduler's handshake without a time limit, so
+    a port that accepts connections but never answers would block it for ever. The exchange
+    runs on its own event loop in a thread, which also works where a loop is already running
+    (Jupyter).
+    """
+
+    async def exchange() -> None:
+        try:
+            comm = await asyncio.wait_for(connect(address, timeout=timeout_s), timeout_s)
+        except TimeoutError as error:
+            raise TimeoutError("the connection or the scheduler's handshake did not complete; "
+                               "a port that accepts connections may belong to another "
+                               "program") from error
+        await comm.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, exchange()).result()
+
+
 def _connect(target: Any, timeout_s: float) -> Client:
     try:
+        if isinstance(target, str):
+            _handshake(target, timeout_s)
         return Client(target, timeout=timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as error:
         if not isinstance(target, str):
