@@ -88,6 +88,13 @@ def _describe(error: Exception) -> str:
 
 
 def _check_chunks(path: str, array: zarr.Array, report: VerifyReport) -> None:
+    # Zarr reads a missing chunk as the fill value without an error. Every ptychozarr writer
+    # stores every chunk, so a missing one is lost data.
+    missing = array.nchunks - array.nchunks_initialized
+    if missing:
+        report.failures.append(ChunkFailure(
+            path, None, f"{missing} of {array.nchunks} chunks are missing, so their data read "
+            "as the fill value; the chunk files were deleted or lost"))
     for index in np.ndindex(*array.cdata_shape):
         chunk = tuple(int(i) for i in index)
         try:
