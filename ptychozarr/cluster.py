@@ -180,7 +180,7 @@ def _handshake(address: str, timeout_s: float) -> None:
     """Connect to the scheduler at ``address`` and wait for its handshake, within ``timeout_s``.
 
     distributed's Client (2026.8) waits for the scheduler's handshake without a time limit, so
-    a port that accepts connections but never answers would block it for ever. The exchange
+    a port that accepts connections but never replies would block it for ever. The exchange
     runs on its own event loop in a thread, which also works where a loop is already running
     (Jupyter).
     """

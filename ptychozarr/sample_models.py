@@ -368,7 +368,7 @@ def load_npz_arrays(path: PathLike, keys: tuple[str, ...]) -> dict[str, Any]:
     InputFileError
         The file is not a readable NPZ archive.
     InvalidInputError
-        A float or complex array holds NaN or infinite values.
+        A float or complex array contains NaN or infinite values.
     """
     source = _existing(path, "NPZ file")
     try:

@@ -444,8 +444,8 @@ def _fit(built: BuiltModel, train_set: LazyContainer, validation_set: LazyContai
                                                  *callbacks])
     except tf.errors.OpError:
         # An error raised while tf.data reads the store (a corrupted chunk, NaN values) arrives
-        # wrapped in a TensorFlow error; reading the data again outside TensorFlow raises it
-        # as itself. Any other error is re-raised unchanged.
+        # wrapped in a TensorFlow error. Reading the data again outside TensorFlow raises it
+        # as itself, and any other error is re-raised unchanged.
         for data in (train_set, validation_set):
             check_readable(data, model=kind)
         raise

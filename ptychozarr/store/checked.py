@@ -5,7 +5,8 @@ bytes. Zarr checks it while decoding, but its error names neither the array nor 
 because the codecs never see the key. :class:`ChecksumStore` checks the same CRC32C when it
 reads a chunk's bytes, where the key is still known, and raises
 :class:`~ptychozarr.errors.CorruptedChunkError` with the array path and chunk index. Zarr's own
-check then runs on intact bytes only.
+check then runs on intact bytes only, so each chunk read computes the checksum twice, over its
+compressed bytes.
 """
 
 from __future__ import annotations
