@@ -1,17 +1,26 @@
 """A generator-backed ``tf.data`` pipeline that streams a grouped view chunk by chunk.
 
-Each pass (epoch) visits the storage chunks of ``X`` in an order drawn from ``(seed, epoch)``,
-reads one whole chunk at a time, converts its groups into model examples and mixes them through
-a bounded shuffle buffer. Memory is therefore bounded by the buffer plus one chunk, whatever the
-number of groups. The same generator serves the in-memory path (``preload=True``): the arrays are
-read once, chunk by chunk, and every pass slices them along the same spans in the same order, so
-both paths produce identical batches for the same seed.
+Each pass (epoch) reads the storage chunks of ``X`` whole, in an order drawn from
+``(seed, epoch)``, converts their groups into model examples and mixes them through a bounded
+shuffle buffer. Memory is therefore bounded by the buffer plus one chunk, whatever the number of
+groups.
+
+Stores keep groups in scan order, so the groups of one chunk come from one region of the object.
+When a chunk is large compared with the buffer, a batch would mix only two or three regions. Each
+chunk is then read several times per pass, each read keeping a different random part of its
+groups, so that the buffer always holds groups from about :data:`MIXED_READS` reads. Decoding a
+chunk several times costs far less than the training steps on its groups.
+
+The same generator serves the in-memory path (``preload=True``): the arrays are read once,
+chunk by chunk, and every pass slices them along the same spans in the same order, so both paths
+produce identical batches for the same seed.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,15 +35,20 @@ if TYPE_CHECKING:
     from ptychozarr.container import LazyContainer
 
 __all__ = [
+    "MIXED_READS",
     "MODEL_KINDS",
     "ModelKind",
     "check_readable",
     "examples_per_group",
     "make_dataset",
     "n_batches",
+    "reads_per_chunk",
 ]
 
 logger = logging.getLogger(__name__)
+
+MIXED_READS = 16
+"""Number of chunk reads whose groups the shuffle buffer should hold at any time."""
 
 ModelKind = Literal["pinn", "baseline"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("pinn", "baseline")
@@ -117,6 +131,17 @@ def n_batches(n_examples: int, batch_size: int, *, drop_remainder: bool = False)
     return -(-n_examples // batch_size)
 
 
+def reads_per_chunk(chunk_groups: int, buffer_groups: int) -> int:
+    """Return how often each chunk is read per pass so the buffer spans ``MIXED_READS`` reads.
+
+    Each read keeps about ``chunk_groups / reads`` groups, so the buffer of ``buffer_groups``
+    holds groups from ``buffer_groups * reads / chunk_groups`` reads. The result lies between 1
+    and ``chunk_groups``.
+    """
+    wanted = math.ceil(MIXED_READS * chunk_groups / max(1, buffer_groups))
+    return max(1, min(chunk_groups, wanted))
+
+
 class _ShuffleBuffer:
     """A bounded pool of examples from which random ones leave as new chunks arrive."""
 
@@ -156,27 +181,41 @@ class _ExampleStream:
     """The generator callable behind ``tf.data.Dataset.from_generator``.
 
     Each call is one pass over the data; passes are numbered from ``first_epoch`` and seed the
-    chunk order and the shuffle buffer.
+    order of the reads, the part of its chunk each read keeps, and the shuffle buffer.
     """
 
-    def __init__(self, read_span: Callable[[int], dict[str, np.ndarray]], n_spans: int,
-                 io: _ModelIO, *, shuffle: bool, seed: int, buffer_examples: int,
-                 first_epoch: int) -> None:
+    def __init__(self, read_span: Callable[[int], dict[str, np.ndarray]],
+                 span_lengths: list[int], io: _ModelIO, *, shuffle: bool, seed: int,
+                 buffer_examples: int, reads: int, first_epoch: int) -> None:
         self.read_span = read_span
-        self.n_spans = n_spans
+        self.span_lengths = span_lengths
         self.io = io
         self.shuffle = shuffle
         self.seed = seed
         self.buffer_examples = buffer_examples
+        self.reads = reads
         self._epochs = itertools.count(first_epoch)
+
+    def _visits(self, rng: np.random.Generator) -> list[tuple[int, np.ndarray | None]]:
+        """Return (span, kept positions within it) per read, in reading order."""
+        if not self.shuffle:
+            return [(span, None) for span in range(len(self.span_lengths))]
+        visits: list[tuple[int, np.ndarray | None]] = []
+        for span, length in enumerate(self.span_lengths):
+            parts = np.array_split(rng.permutation(length), min(self.reads, length))
+            visits.extend((span, np.sort(part)) for part in parts)
+        order = rng.permutation(len(visits))
+        return [visits[index] for index in order]
 
     def __call__(self) -> Iterator[Fields]:
         epoch = next(self._epochs)
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(self.n_spans) if self.shuffle else np.arange(self.n_spans)
         buffer = _ShuffleBuffer(self.buffer_examples, rng)
-        for span in order:
-            fields = self.io.to_fields(self.read_span(int(span)))
+        for span, kept in self._visits(rng):
+            block = self.read_span(span)
+            if kept is not None and len(kept) < self.span_lengths[span]:
+                block = {name: values[kept] for name, values in block.items()}
+            fields = self.io.to_fields(block)
             if self.shuffle:
                 yield from buffer.add(list(fields))
             else:
@@ -199,7 +238,7 @@ def _check_finite(block: dict[str, np.ndarray], container: LazyContainer, start:
 
 
 def _span_reader(container: LazyContainer, names: tuple[str, ...], *,
-                 preload: bool) -> tuple[Callable[[int], dict[str, np.ndarray]], int]:
+                 preload: bool) -> tuple[Callable[[int], dict[str, np.ndarray]], list[int]]:
     spans = container.chunk_spans()
     if not preload:
 
@@ -208,7 +247,7 @@ def _span_reader(container: LazyContainer, names: tuple[str, ...], *,
             _check_finite(block, container, spans[k][0])
             return block
 
-        return read_checked, len(spans)
+        return read_checked, [stop - start for start, stop in spans]
 
     arrays = container.read_all(names)
     _check_finite(arrays, container, 0)
@@ -217,7 +256,7 @@ def _span_reader(container: LazyContainer, names: tuple[str, ...], *,
         start, stop = spans[k]
         return {name: array[start:stop] for name, array in arrays.items()}
 
-    return read_preloaded, len(spans)
+    return read_preloaded, [stop - start for start, stop in spans]
 
 
 def check_readable(container: LazyContainer, *, model: ModelKind = "pinn") -> None:
@@ -227,8 +266,8 @@ def check_readable(container: LazyContainer, *, model: ModelKind = "pinn") -> No
     :class:`~ptychozarr.errors.CorruptedChunkError`), which inside a ``tf.data`` pipeline
     arrives wrapped in a TensorFlow error.
     """
-    read_span, n_spans = _span_reader(container, _model_io(model).arrays, preload=False)
-    for span in range(n_spans):
+    read_span, span_lengths = _span_reader(container, _model_io(model).arrays, preload=False)
+    for span in range(len(span_lengths)):
         read_span(span)
 
 
@@ -252,7 +291,9 @@ def make_dataset(container: LazyContainer, batch_size: int, *, model: ModelKind 
         ``"baseline"``: one example per member, group-major; input X (N, N, 1) (a
         tensor, not a tuple), targets ``(Y_I, Y_phi)`` (N, N, 1) float32.
     shuffle
-        Visit chunks in a random order each pass and mix examples through a buffer.
+        Read chunks in a random order each pass and mix examples through a buffer. Chunks
+        larger than ``shuffle_buffer_groups / MIXED_READS`` are read several times per pass
+        (see :func:`reads_per_chunk`), each read keeping a random part of their groups.
     seed
         Seed of the chunk order and the buffer; pass ``k`` uses ``(seed, first_epoch + k)``.
         ``None`` draws a seed once.
@@ -278,12 +319,13 @@ def make_dataset(container: LazyContainer, batch_size: int, *, model: ModelKind 
     if batch_size < 1:
         raise InvalidInputError(f"batch_size: invalid value {batch_size!r}; use at least 1.")
     io = _model_io(model)
-    read_span, n_spans = _span_reader(container, io.arrays, preload=preload)
+    read_span, span_lengths = _span_reader(container, io.arrays, preload=preload)
     run_seed = int(np.random.default_rng().integers(2**63)) if seed is None else int(seed)
     per_group = io.per_group(container.channels)
-    stream = _ExampleStream(read_span, n_spans, io, shuffle=shuffle, seed=run_seed,
+    reads = reads_per_chunk(max(span_lengths, default=1), shuffle_buffer_groups)
+    stream = _ExampleStream(read_span, span_lengths, io, shuffle=shuffle, seed=run_seed,
                             buffer_examples=max(1, shuffle_buffer_groups * per_group),
-                            first_epoch=first_epoch)
+                            reads=reads, first_epoch=first_epoch)
 
     signature = tuple(tf.TensorSpec(shape, tf.float32)
                       for shape in io.field_shapes(container.n, container.channels))

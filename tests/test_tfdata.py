@@ -10,7 +10,7 @@ import pytest
 
 from ptychozarr.container import LazyContainer
 from ptychozarr.errors import InvalidInputError
-from ptychozarr.tfdata import _ShuffleBuffer, make_dataset
+from ptychozarr.tfdata import _ShuffleBuffer, make_dataset, reads_per_chunk
 
 VIEW = "synthetic"
 
@@ -126,6 +126,27 @@ def test_stream_reads_each_chunk_once(store_g1: Path, counting_store: Any) -> No
 
     assert len(x_reads) == 6
     assert len(set(x_reads)) == 6
+
+
+def test_stream_rereads_large_chunks(store_g1: Path, counting_store: Any) -> None:
+    store = counting_store(store_g1)
+    container = LazyContainer.open(store, group=VIEW)
+    stored = container.read_all(["X"])["X"]
+    store.chunk_reads.clear()
+    dataset = make_dataset(container, 8, seed=0, shuffle_buffer_groups=2)
+
+    x_batches = [np.asarray(inputs[0]) / container.norm_Y_I for inputs, _ in dataset]
+    x_reads = [key for key in store.chunk_reads if key.startswith("groups/synthetic/X/")]
+
+    # Five chunks of 8 groups read 8 times each, and the last chunk of 5 groups 5 times.
+    assert len(x_reads) == 5 * 8 + 5
+    assert sorted(_group_ids(x_batches, stored)) == list(range(45))
+
+
+def test_reads_per_chunk_spans_mixed_reads() -> None:
+    assert reads_per_chunk(512, 1024) == 8
+    assert reads_per_chunk(32, 1024) == 1
+    assert reads_per_chunk(8, 2) == 8
 
 
 def test_stream_subset_reads_only_its_rows(store_g1: Path) -> None:
