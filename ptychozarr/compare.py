@@ -21,6 +21,7 @@ The stitched objects are also published in the store as prediction runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -220,6 +221,8 @@ def _block_residual(x: np.ndarray, relative: np.ndarray, offsets: np.ndarray, ob
 
 def _residual_graph(graph: PredictionGraph, probe: np.ndarray) -> da.Array:
     """Return the lazy (4,) residual sums of the stitched object over every group member."""
+    if graph.obj is None:
+        raise RuntimeError("the stitched object is built by run_predictions; call it first")
     inputs = graph.inputs
     partial = da.blockwise(
         _block_residual, "gk", inputs["X"], "gyxc", inputs["relative"], "gcd",
@@ -399,7 +402,8 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
 
     want_residual = config.data_residual if config.data_residual is not None else (
         ground_truth is None)
-    extra = {graph.model: _residual_graph(graph, _residual_probe(store_path, graph.bundle))
+    extra = {graph.model: functools.partial(_residual_graph, graph,
+                                            _residual_probe(store_path, graph.bundle))
              for graph in graphs if want_residual}
     out_path.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -7,11 +7,12 @@ the path, never the model. ``X`` keeps the store's own alpha, computed once over
 set, and the bundle applies its own photon scale.
 
 A PINN predicts one patch per group, placed at the group centroid (``offsets``). A baseline
-predicts one patch per member, placed at the member's position ``offsets - relative``. The
-patches and positions are written chunk-aligned into a staged run ``predictions/<model>/<run>/``
-together with the stitched ``object``. The run is moved into place when every array is written,
-and only then does ``predictions/<model>`` name it in its ``current`` attribute, so readers never
-see a half-written run.
+predicts one patch per member, placed at the member's position ``offsets - relative``. Each task
+writes its block's patches and positions as one chunk of a staged run
+``predictions/<model>/<run>/`` and returns the block's partial stitching canvas, so no predicted
+patch stays in memory after its task. The canvases are tree-summed into the ``object``. The run
+is moved into place when every array is written, and only then does ``predictions/<model>`` name
+it in its ``current`` attribute, so readers never see a half-written run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from distributed import Client, Future
 
 from ptychozarr.config import GroupingConfig
 from ptychozarr.errors import BundleError, InvalidInputError, MissingKeyError
-from ptychozarr.stitching import DEFAULT_CROP_SIZE, CanvasGeometry, canvas_geometry, stitch
+from ptychozarr.stitching import (
+    CANVAS_PLANES,
+    DEFAULT_CROP_SIZE,
+    CanvasGeometry,
+    canvas_geometry,
+    partial_canvas,
+    sum_canvases,
+)
 from ptychozarr.store import (
     PREDICTION_ARRAYS,
     consolidate,
@@ -250,19 +258,24 @@ class PredictionGraph:
     run_path
         ``predictions/<model>/<run>`` the results go to.
     patches
-        (patch, py, px) complex64 Dask array, chunked like the groups (times C for a baseline).
+        (patch, py, px) complex64 Dask array of the predictions, chunked like the groups (times
+        C for a baseline), for use in memory. :func:`run_predictions` does not compute it: its
+        tasks write the patches into the run as they predict them.
     positions
         (patch, xy) float64 Dask array: placement (x, y) of each patch centre, pixels.
     geometry
         Stitching canvas in the object frame.
     crop_size
         Side M of the stitched central crops.
-    obj
-        (row, col) complex64 Dask array: the stitched object.
     attrs
         Attributes written on the run.
     inputs
         The grouped view's ``X``, ``relative`` and ``offsets`` as Dask arrays chunked like ``X``.
+    batch_size
+        Groups (PINN) or patterns (baseline) per model call.
+    obj
+        (row, col) complex64 Dask array of the stitched object, set by :func:`run_predictions`
+        once the run's arrays exist.
     """
 
     store: Path
@@ -273,9 +286,10 @@ class PredictionGraph:
     positions: da.Array
     geometry: CanvasGeometry
     crop_size: int
-    obj: da.Array
     attrs: dict[str, Any]
     inputs: dict[str, da.Array]
+    batch_size: int
+    obj: da.Array | None = None
 
     @property
     def model(self) -> str:
@@ -375,7 +389,6 @@ def build_prediction_graph(store: str | os.PathLike[str], group: str,
     geometry = canvas_geometry(low, high, crop_size=crop_size,
                                object_shape=(object_shape[0], object_shape[1])
                                if object_shape is not None else None)
-    obj = stitch(patches, positions, geometry=geometry, crop_size=crop_size)
 
     run_name = run or _default_run_name()
     attrs = {
@@ -389,7 +402,7 @@ def build_prediction_graph(store: str | os.PathLike[str], group: str,
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     return PredictionGraph(Path(store), group, info, f"predictions/{info.kind}/{run_name}",
-                           patches, positions, geometry, crop_size, obj, attrs, arrays)
+                           patches, positions, geometry, crop_size, attrs, arrays, batch_size)
 
 
 def _positions_extent(positions: da.Array,
@@ -415,15 +428,54 @@ def _stage_arrays(staged: zarr.Group, graph: PredictionGraph) -> list[zarr.Array
     return targets
 
 
+def _predict_into_run(x: np.ndarray, relative: np.ndarray, offsets: np.ndarray,
+                      group_index: np.ndarray, *, bundle_path: str, batch_size: int, kind: str,
+                      patches_target: zarr.Array, positions_target: zarr.Array, crop_size: int,
+                      geometry: CanvasGeometry) -> np.ndarray:
+    """Predict one block of groups, write its patches and positions, return its partial canvas.
+
+    The block's patches are one chunk of the run's ``patches`` array (and its positions one
+    chunk of ``positions``), so a task run again after a lost worker rewrites the same chunks.
+    Keeping predicting, writing and placing in one task means no block of patches waits in
+    worker memory for a later consumer.
+    """
+    patches = predict_block(x, relative, bundle_path=bundle_path, batch_size=batch_size)
+    positions = offsets if kind == "pinn" else (offsets[:, None, :] - relative).reshape(-1, 2)
+    factor = patches.shape[0] // max(x.shape[0], 1)
+    start = int(group_index[0]) * factor if group_index.size else 0
+    patches_target[start:start + patches.shape[0]] = patches
+    positions_target[start:start + positions.shape[0]] = positions
+    return partial_canvas(patches, positions, crop_size=crop_size, geometry=geometry)[None]
+
+
+def _object_graph(graph: PredictionGraph, targets: Sequence[zarr.Array]) -> da.Array:
+    """Return the lazy stitched object whose tasks also fill the run's patches and positions."""
+    inputs = graph.inputs
+    index = da.arange(inputs["X"].shape[0], chunks=(inputs["X"].chunks[0],))
+    rows, cols = graph.geometry.shape
+    partials = da.blockwise(
+        _predict_into_run, "gkyx", inputs["X"], "gyxc", inputs["relative"], "gcd",
+        inputs["offsets"], "gd", index, "g",
+        new_axes={"k": CANVAS_PLANES, "y": rows, "x": cols}, adjust_chunks={"g": 1},
+        concatenate=True, dtype=np.float64, meta=np.empty((0, 0, 0, 0), np.float64),
+        token=f"predict_{graph.model}", bundle_path=str(graph.bundle.path),
+        batch_size=graph.batch_size, kind=graph.model, patches_target=targets[0],
+        positions_target=targets[1], crop_size=graph.crop_size, geometry=graph.geometry,
+    )
+    return sum_canvases(partials)
+
+
 def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
-                    extra: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Callable[[], Any]] | None = None,
                     progress: ProgressCallback | None = None,
                     overwrite: bool = False) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Compute several prediction graphs (and extra lazy values) as one Dask job and publish them.
 
-    Every run is staged; the patches and positions stream into its Zarr arrays chunk by chunk
-    while the stitched objects are reduced. Once everything is computed, each run gets its
-    ``object`` array, is moved into place, and becomes its model's ``current`` run.
+    Every run is staged. Each task predicts one block of groups, writes the block's patches and
+    positions into the run's Zarr arrays (one chunk each) and returns the block's partial
+    canvas; the partial canvases are tree-summed into the object. Once everything is computed,
+    each run gets its ``object`` array, is moved into place, and becomes its model's
+    ``current`` run.
 
     Parameters
     ----------
@@ -432,7 +484,9 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
     client
         Dask client that runs the job.
     extra
-        Name to lazy value (Dask array or delayed) computed in the same job.
+        Name to a function returning a lazy value (Dask array or delayed) to compute in the same
+        job. The functions are called once every graph's ``obj`` is set, so the values may
+        depend on the stitched objects.
     progress
         Called with the job's futures (``distributed.progress`` draws a progress bar).
     overwrite
@@ -446,19 +500,17 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
     models = [graph.model for graph in graphs]
     if len(set(models)) != len(models):
         raise InvalidInputError(f"one graph per model kind expected, got models {models!r}.")
-    extra = dict(extra or {})
 
     with contextlib.ExitStack() as stack:
-        stores, staged_runs = [], []
+        staged_runs = []
         for graph in graphs:
             staged = stack.enter_context(stage_subgroup(graph.store, graph.run_path,
                                                         overwrite=overwrite, attrs=graph.attrs))
-            targets = _stage_arrays(staged, graph)
-            stores.append(da.store([graph.patches, graph.positions], targets,  # type: ignore[arg-type]
-                                   lock=False, compute=False))
+            graph.obj = _object_graph(graph, _stage_arrays(staged, graph))
             staged_runs.append(staged)
+        extra_values = {name: build() for name, build in (extra or {}).items()}
 
-        futures = client.compute([*stores, *(graph.obj for graph in graphs), *extra.values()])
+        futures = client.compute([*(graph.obj for graph in graphs), *extra_values.values()])
         if progress is not None:
             progress(futures)
         try:
@@ -467,12 +519,12 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
             _stop_job(client, futures)
             raise
 
-        objects = [np.asarray(value) for value in results[len(stores):len(stores) + len(graphs)]]
+        objects = [np.asarray(value) for value in results[:len(graphs)]]
         for staged, graph, obj in zip(staged_runs, graphs, objects, strict=True):
             _write_object(staged, obj, graph)
     for graph in graphs:
         _publish_current(graph.store, graph.model, graph.run_path.rsplit("/", 1)[-1])
-    computed = dict(zip(extra, results[len(stores) + len(graphs):], strict=True))
+    computed = dict(zip(extra_values, results[len(graphs):], strict=True))
     return objects, computed
 
 

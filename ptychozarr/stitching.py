@@ -25,12 +25,14 @@ import numpy as np
 from ptychozarr.errors import InvalidInputError
 
 __all__ = [
+    "CANVAS_PLANES",
     "DEFAULT_CROP_SIZE",
     "STITCH_EPSILON",
     "CanvasGeometry",
     "canvas_geometry",
     "partial_canvas",
     "stitch",
+    "sum_canvases",
 ]
 
 DEFAULT_CROP_SIZE = 20
@@ -39,7 +41,8 @@ DEFAULT_CROP_SIZE = 20
 STITCH_EPSILON = 1e-9
 """Added to the weight before dividing, so pixels no patch reaches come out as zero."""
 
-_PLANES = 3  # real part, imaginary part and weight of a partial canvas
+CANVAS_PLANES = 3
+"""Planes of a partial canvas: real part and imaginary part of the weighted sum, and weight."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,9 @@ def partial_canvas(patches: np.ndarray, positions: np.ndarray, *, crop_size: int
     """
     count, side = patches.shape[0], patches.shape[-1]
     rows, cols = geometry.shape
-    canvas = np.zeros((_PLANES, rows * cols), dtype=np.float64)
+    canvas = np.zeros((CANVAS_PLANES, rows * cols), dtype=np.float64)
     if count == 0:
-        return canvas.reshape(_PLANES, rows, cols)
+        return canvas.reshape(CANVAS_PLANES, rows, cols)
 
     start = (side - crop_size) // 2
     crops = np.asarray(patches[:, start:start + crop_size, start:start + crop_size],
@@ -144,7 +147,7 @@ def partial_canvas(patches: np.ndarray, positions: np.ndarray, *, crop_size: int
             canvas[0] += np.bincount(flat, weights=values.real, minlength=rows * cols)
             canvas[1] += np.bincount(flat, weights=values.imag, minlength=rows * cols)
             canvas[2] += np.bincount(flat, weights=weight, minlength=rows * cols)
-    return canvas.reshape(_PLANES, rows, cols)
+    return canvas.reshape(CANVAS_PLANES, rows, cols)
 
 
 def _block_canvas(patches: np.ndarray, positions: np.ndarray, *, crop_size: int,
@@ -204,10 +207,32 @@ def stitch(patches: da.Array | np.ndarray, positions: da.Array | np.ndarray, *,
     rows, cols = geometry.shape
     partials = da.blockwise(
         _block_canvas, "bkyx", patch_array, "bij", position_array, "bd",
-        new_axes={"k": _PLANES, "y": rows, "x": cols}, adjust_chunks={"b": 1},
+        new_axes={"k": CANVAS_PLANES, "y": rows, "x": cols}, adjust_chunks={"b": 1},
         concatenate=True, dtype=np.float64, meta=np.empty((0, 0, 0, 0), dtype=np.float64),
         crop_size=crop_size, geometry=geometry,
     )
+    return sum_canvases(partials, split_every=split_every, eps=eps)
+
+
+def sum_canvases(partials: da.Array, *, split_every: int = 4,
+                 eps: float = STITCH_EPSILON) -> da.Array:
+    """Tree-sum partial canvases and divide the weighted sum by the weight.
+
+    Parameters
+    ----------
+    partials
+        (block, 3, row, col) float64 Dask array, one partial canvas per block (see
+        :func:`partial_canvas`), one block per chunk along ``block``.
+    split_every
+        Partial canvases summed together at each level of the reduction tree.
+    eps
+        Added to the weight before dividing.
+
+    Returns
+    -------
+    dask.array.Array
+        (row, col) complex64 object, one chunk.
+    """
     total = partials.sum(axis=0, split_every=split_every)
     return total.map_blocks(_finish_object, eps, drop_axis=0, dtype=np.complex64,
                             meta=np.empty((0, 0), dtype=np.complex64))
