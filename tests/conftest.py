@@ -161,7 +161,7 @@ def counting_store() -> Any:
 def simulated_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny simulated store with one grouped view, for tests that need real physics.
 
-    192 patterns of N=64 from a 160 px random-lines object (default probe, 1e9 photons, seed 0,
+    256 patterns of N=64 from a 160 px random-lines object (default probe, 1e9 photons, seed 0,
     chunks of 32), grouped with gridsize 1. Returns ``{"store": Path, "group": str}``.
     """
     from ptychozarr.config import GroupingConfig
@@ -169,7 +169,7 @@ def simulated_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from ptychozarr.simulate import SimulationConfig, simulate_dataset
 
     store = tmp_path_factory.mktemp("simulated") / "lines.zarr"
-    config = SimulationConfig(n=64, n_patterns=192, object_kind="lines", object_size_px=160,
+    config = SimulationConfig(n=64, n_patterns=256, object_kind="lines", object_size_px=160,
                               seed=0)
     simulate_dataset(store, config, chunk_frames=32)
     group = group_dataset(store, GroupingConfig(gridsize=1), chunk_groups=32)
@@ -179,11 +179,11 @@ def simulated_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def trained_pair(simulated_store: dict[str, Any],
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A PINN and a baseline bundle trained for 2 epochs on ``simulated_store``.
+    """A PINN and a baseline bundle trained for 4 epochs on ``simulated_store``.
 
-    Tiny networks (n_filters_scale 1, batch 16, seed 0): the weights have moved from their
-    initial values, but the models are far from converged. Returns ``{"pinn": Path,
-    "baseline": Path}``.
+    Tiny networks (n_filters_scale 1, batch 16, seed 0): the PINN fits the diffraction of
+    unseen patterns far better than an untrained one, but neither model is converged. Returns
+    ``{"pinn": Path, "baseline": Path}``.
     """
     from ptychozarr.config import ModelConfig, TrainingConfig
     from ptychozarr.container import LazyContainer
@@ -191,7 +191,7 @@ def trained_pair(simulated_store: dict[str, Any],
 
     container = LazyContainer.open(simulated_store["store"], group=simulated_store["group"])
     folder = tmp_path_factory.mktemp("trained")
-    training = TrainingConfig(epochs=2, batch_size=16, seed=0)
+    training = TrainingConfig(epochs=4, batch_size=16, seed=0)
     bundles = {}
     for kind in ("pinn", "baseline"):
         config = ModelConfig(kind=kind, n=64, gridsize=1, n_filters_scale=1)
