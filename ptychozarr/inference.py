@@ -319,11 +319,16 @@ def _grouped_arrays(root: zarr.Group, group: str, *, where: str) -> dict[str, da
             f"{where}: grouped view {group!r} not found; available: {available!r}. Create it "
             "with `ptychozarr group`."
         )
-    x_array = da.from_zarr(_zarr_array(root, f"{path}/X", where=where))
+    # Keys unique to this call: a client killed mid-job can leave tasks with the same
+    # deterministic keys on a shared scheduler, and a new job reusing them waits for ever.
+    nonce = uuid.uuid4().hex
+    x_array = da.from_zarr(_zarr_array(root, f"{path}/X", where=where), name=f"X-{nonce}")
     chunks = x_array.chunks[0]
     x_array = x_array.rechunk({0: chunks, 1: -1, 2: -1, 3: -1})
-    relative = da.from_zarr(_zarr_array(root, f"{path}/relative", where=where))
-    offsets = da.from_zarr(_zarr_array(root, f"{path}/offsets", where=where))
+    relative = da.from_zarr(_zarr_array(root, f"{path}/relative", where=where),
+                            name=f"relative-{nonce}")
+    offsets = da.from_zarr(_zarr_array(root, f"{path}/offsets", where=where),
+                           name=f"offsets-{nonce}")
     return {"X": x_array, "relative": relative.rechunk({0: chunks, 1: -1, 2: -1}),
             "offsets": offsets.rechunk({0: chunks, 1: -1})}
 
