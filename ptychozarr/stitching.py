@@ -161,7 +161,7 @@ def _finish_object(total: np.ndarray, eps: float) -> np.ndarray:
 
 
 def stitch(patches: da.Array | np.ndarray, positions: da.Array | np.ndarray, *,
-           geometry: CanvasGeometry, crop_size: int = DEFAULT_CROP_SIZE, split_every: int = 4,
+           geometry: CanvasGeometry, crop_size: int = DEFAULT_CROP_SIZE, split_every: int = 2,
            eps: float = STITCH_EPSILON) -> da.Array:
     """Build the lazy stitched object of a set of patches.
 
@@ -214,7 +214,7 @@ def stitch(patches: da.Array | np.ndarray, positions: da.Array | np.ndarray, *,
     return sum_canvases(partials, split_every=split_every, eps=eps)
 
 
-def sum_canvases(partials: da.Array, *, split_every: int = 4,
+def sum_canvases(partials: da.Array, *, split_every: int = 2,
                  eps: float = STITCH_EPSILON) -> da.Array:
     """Tree-sum partial canvases and divide the weighted sum by the weight.
 
