@@ -45,8 +45,16 @@ __all__ = [
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """Level weights of MS-SSIM, finest level first (Wang, Simoncelli and Bovik, 2003)."""
 
-SCALAR_METRICS = ("mae", "mse", "psnr", "ssim", "ms_ssim", "frc50", "frc1over7", "frc_halfbit")
-"""Metric names reported for amplitude and phase, in table order."""
+SCALAR_METRICS = ("mae", "mse", "psnr", "ssim", "ssim_2pi", "ms_ssim", "frc50", "frc1over7",
+                  "frc_halfbit")
+"""Metric names reported for amplitude and phase, in table order.
+
+``ssim_2pi`` is the SSIM as the reference compare_models computes it: the phase mapped to
+(phase + pi) / (2 pi) with a data range of 1, the amplitude as in ``ssim``. Over a full 2 pi range
+a phase of a few tenths of a radian scores high even when its structure is poor, so ``ssim``
+(the ground truth's own range) is the stricter of the two; ``ssim_2pi`` exists to compare with
+numbers published by the reference.
+"""
 
 FRC_TAPER = 0.25
 """Tapered fraction of the Tukey window applied before the FRC."""
@@ -319,6 +327,10 @@ def evaluate(reconstruction: np.ndarray, ground_truth: np.ndarray, *,
                                                pixel_size_m=pixel_size_m)
     phase_values, phase_curve = _score(phase, reference_phase, ms_ssim_sigma=0.0,
                                        frc_sigma=frc_sigma, pixel_size_m=pixel_size_m)
+
+    amplitude_values["ssim_2pi"] = amplitude_values["ssim"]
+    phase_values["ssim_2pi"] = ssim((phase + math.pi) / (2 * math.pi),
+                                    (reference_phase + math.pi) / (2 * math.pi), data_range=1.0)
     values = {name: (amplitude_values[name], phase_values[name]) for name in SCALAR_METRICS}
     return Evaluation(values=values, frc_amplitude=amplitude_curve, frc_phase=phase_curve)
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage.metrics import structural_similarity
 
 from ptychozarr.alignment import (
     align_phase,
@@ -59,6 +60,22 @@ def test_evaluate_reports_every_metric() -> None:
     obj = _complex_object(1)
     result = evaluate(obj * 1.1, obj)
     assert list(result.values) == list(SCALAR_METRICS)
+
+
+def test_ssim_2pi_follows_the_reference_convention() -> None:
+    truth = _complex_object(4)
+    noisy_phase = np.angle(truth) + np.random.default_rng(5).normal(scale=0.2, size=truth.shape)
+    reconstruction = (np.abs(truth) * np.exp(1j * noisy_phase)).astype(np.complex64)
+    result = evaluate(reconstruction, truth, phase_align_method="mean")
+
+    phase = noisy_phase - noisy_phase.mean()
+    reference_phase = np.angle(truth) - np.angle(truth).mean()
+    expected = structural_similarity((reference_phase + np.pi) / (2 * np.pi),
+                                     (phase + np.pi) / (2 * np.pi), data_range=1.0, win_size=7)
+    amplitude_2pi, phase_2pi = result.values["ssim_2pi"]
+    assert phase_2pi == pytest.approx(expected, rel=1e-6)
+    assert amplitude_2pi == result.values["ssim"][0]
+    assert phase_2pi > result.values["ssim"][1] + 0.1
 
 
 def test_noise_of_known_power() -> None:
