@@ -13,12 +13,16 @@ writes its block's patches and positions as one chunk of a staged run
 patch stays in memory after its task. The canvases are tree-summed into the ``object``. The run
 is moved into place when every array is written, and only then does ``predictions/<model>`` name
 it in its ``current`` attribute, so readers never see a half-written run.
+
+The client-side reading of the bundle and the grouped view is in
+:mod:`ptychozarr.inference_inputs`, and marking and reading published runs in
+:mod:`ptychozarr.inference_runs`. Their public names used by callers of inference are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import logging
 import os
@@ -26,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,16 @@ import numpy as np
 import zarr
 from distributed import Client, Future
 
-from ptychozarr.config import GroupingConfig
-from ptychozarr.errors import BundleError, InvalidInputError, MissingKeyError
+from ptychozarr.errors import InvalidInputError
+from ptychozarr.inference_inputs import (
+    BundleInfo,
+    check_bundle_fits,
+    open_grouped_arrays,
+    read_bundle_info,
+    resolve_group,
+)
+from ptychozarr.inference_runs import current_run, publish_current_run, read_run_object
+from ptychozarr.models.bundle_format import MANIFEST_FILE
 from ptychozarr.stitching import (
     CANVAS_PLANES,
     DEFAULT_CROP_SIZE,
@@ -48,7 +60,6 @@ from ptychozarr.stitching import (
 )
 from ptychozarr.store import (
     PREDICTION_ARRAYS,
-    consolidate,
     create_array,
     open_store,
     stage_subgroup,
@@ -73,125 +84,6 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Sequence[Future]], None]
 """Called with the futures of a submitted graph, for example ``distributed.progress``."""
-
-MANIFEST_FILE = "manifest.json"
-PROBE_FILE = "probe.npy"
-
-
-# Bundles, read without TensorFlow in the client ------------------------------------------------
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """Summary of a model bundle for the client, read from its manifest.
-
-    Attributes
-    ----------
-    path
-        Absolute bundle directory (the key of the workers' model cache).
-    kind
-        ``"pinn"`` or ``"baseline"``.
-    n, gridsize
-        Pattern side and group side the model was trained with.
-    manifest
-        The whole parsed ``manifest.json``.
-    """
-
-    path: Path
-    kind: str
-    n: int
-    gridsize: int
-    manifest: Mapping[str, Any] = field(repr=False)
-
-    def probe(self) -> np.ndarray | None:
-        """Return the bundle's (N, N) complex64 probe, or ``None`` when it has none."""
-        file = self.path / PROBE_FILE
-        return np.load(file, allow_pickle=False) if file.is_file() else None
-
-
-def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
-    """Read and check a bundle's manifest and file digests without loading the model.
-
-    TensorFlow is not imported. Checking the digests here rejects a modified bundle before
-    anything is grouped or computed; the workers check them again when they load the model.
-
-    Raises
-    ------
-    InputFileNotFoundError, BundleError
-        The path is missing, is a PtychoPINN ``wts.h5.zip``, is not a complete bundle, or its
-        manifest or files were modified.
-    """
-    from ptychozarr.models.bundle import read_manifest
-
-    folder = Path(path).resolve()
-    manifest_path = folder / MANIFEST_FILE
-    manifest = read_manifest(folder)
-    try:
-        return BundleInfo(folder, str(manifest["kind"]), int(manifest["n"]),
-                          int(manifest["gridsize"]), manifest)
-    except (ValueError, KeyError, TypeError) as error:
-        raise BundleError(
-            f"{manifest_path}: unreadable manifest ({error!r}); the bundle is damaged. Train the "
-            "model again."
-        ) from error
-
-
-def _check_bundle_fits(info: BundleInfo, attrs: Mapping[str, Any], *, where: str) -> None:
-    n, gridsize = int(attrs["n"]), int(attrs["gridsize"])
-    if info.n != n:
-        raise BundleError(
-            f"{info.path}: the {info.kind} model was trained on N={info.n} patterns, but "
-            f"{where} has N={n}. Use a bundle trained at N={n}, or convert the data to "
-            f"N={info.n}."
-        )
-    if info.gridsize != gridsize:
-        raise BundleError(
-            f"{info.path}: the {info.kind} model was trained with gridsize {info.gridsize}, but "
-            f"{where} is grouped with gridsize {gridsize}. Group the store with "
-            f"`ptychozarr group --gridsize {info.gridsize}`, or use a matching bundle."
-        )
-
-
-def resolve_group(store: str | os.PathLike[str], info: BundleInfo, *, group: str | None = None,
-                  grouping: GroupingConfig | None = None) -> str:
-    """Return a grouped view that fits the bundle: the named one, or one grouped here.
-
-    Parameters
-    ----------
-    store
-        Store directory.
-    info
-        The bundle (see :func:`read_bundle_info`).
-    group
-        Name of an existing grouped view; its N and gridsize must match the bundle.
-    grouping
-        How to group the store when ``group`` is not given; its gridsize is replaced by the
-        bundle's. A view of the same settings already in the store is reused.
-
-    Raises
-    ------
-    BundleError
-        The store's patterns or the named view do not match the bundle's N or gridsize.
-    MissingKeyError
-        The named view does not exist.
-    """
-    from ptychozarr.grouping import group_dataset
-
-    where = os.fspath(store)
-    root = open_store(store)
-    n = int(_zarr_array(root, "diffraction", where=where).shape[-1])
-    _check_bundle_fits(info, {"n": n, "gridsize": info.gridsize}, where=f"{where}: diffraction")
-    if group is not None:
-        _grouped_arrays(root, group, where=where)
-        _check_bundle_fits(info, dict(root[f"groups/{group}"].attrs),
-                           where=f"{where}: groups/{group}")
-        return group
-
-    config = dataclasses.replace(grouping or GroupingConfig(), gridsize=info.gridsize)
-    name = config.default_name()
-    if f"groups/{name}" in root:
-        logger.info("Using the existing grouped view %s for %s", name, info.path)
-        return name
-    return group_dataset(store, config, name=name)
 
 
 # Worker side ----------------------------------------------------------------------------------
@@ -302,37 +194,6 @@ def _default_run_name() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def _zarr_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
-    array = root.get(path)
-    if not isinstance(array, zarr.Array):
-        raise MissingKeyError(f"{where}: array {path!r} is missing; the store is incomplete.")
-    return array
-
-
-def _grouped_arrays(root: zarr.Group, group: str, *, where: str) -> dict[str, da.Array]:
-    """Open X, relative and offsets of ``groups/<group>`` as Dask arrays chunked like X."""
-    path = f"groups/{group}"
-    if path not in root:
-        groups = root.get("groups")
-        available = sorted(groups.group_keys()) if isinstance(groups, zarr.Group) else []
-        raise MissingKeyError(
-            f"{where}: grouped view {group!r} not found; available: {available!r}. Create it "
-            "with `ptychozarr group`."
-        )
-    # Keys unique to this call: a client killed mid-job can leave tasks with the same
-    # deterministic keys on a shared scheduler, and a new job reusing them waits for ever.
-    nonce = uuid.uuid4().hex
-    x_array = da.from_zarr(_zarr_array(root, f"{path}/X", where=where), name=f"X-{nonce}")
-    chunks = x_array.chunks[0]
-    x_array = x_array.rechunk({0: chunks, 1: -1, 2: -1, 3: -1})
-    relative = da.from_zarr(_zarr_array(root, f"{path}/relative", where=where),
-                            name=f"relative-{nonce}")
-    offsets = da.from_zarr(_zarr_array(root, f"{path}/offsets", where=where),
-                           name=f"offsets-{nonce}")
-    return {"X": x_array, "relative": relative.rechunk({0: chunks, 1: -1, 2: -1}),
-            "offsets": offsets.rechunk({0: chunks, 1: -1})}
-
-
 def _patch_positions(kind: str, offsets: da.Array, relative: da.Array) -> da.Array:
     """Return the (patch, xy) placement: centroids (PINN) or member positions (baseline)."""
     if kind == "pinn":
@@ -374,10 +235,10 @@ def build_prediction_graph(store: str | os.PathLike[str], group: str,
         raise InvalidInputError(f"batch_size: invalid value {batch_size!r}; use at least 1.")
     root = open_store(store)
     where = f"{os.fspath(store)}: groups/{group}"
-    arrays = _grouped_arrays(root, group, where=os.fspath(store))
+    arrays = open_grouped_arrays(root, group, where=os.fspath(store))
     group_attrs = dict(root[f"groups/{group}"].attrs)
     info = read_bundle_info(bundle_path)
-    _check_bundle_fits(info, group_attrs, where=where)
+    check_bundle_fits(info, group_attrs, where=where)
 
     channels = info.gridsize**2
     factor = channels if info.kind == "baseline" else 1
@@ -528,7 +389,7 @@ def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,
         for staged, graph, obj in zip(staged_runs, graphs, objects, strict=True):
             _write_object(staged, obj, graph)
     for graph in graphs:
-        _publish_current(graph.store, graph.model, graph.run_path.rsplit("/", 1)[-1])
+        publish_current_run(graph.store, graph.model, graph.run_path.rsplit("/", 1)[-1])
     computed = dict(zip(extra_values, results[len(graphs):], strict=True))
     return objects, computed
 
@@ -566,13 +427,6 @@ def _write_object(staged: zarr.Group, obj: np.ndarray, graph: PredictionGraph) -
     array[...] = obj
     staged.attrs.update({"object_origin_xy_px": list(graph.geometry.origin_xy_px),
                          "stitch_crop_size_px": graph.crop_size})
-
-
-def _publish_current(store: Path, model: str, run: str) -> None:
-    parent = zarr.open_group(str(store / "predictions" / model), mode="a", zarr_format=3)
-    parent.attrs["current"] = run
-    consolidate(store)
-    logger.info("Published predictions/%s/%s in %s", model, run, store)
 
 
 def predict(store: str | os.PathLike[str], group: str, bundle_path: str | os.PathLike[str], *,
@@ -616,37 +470,3 @@ def predict(store: str | os.PathLike[str], group: str, bundle_path: str | os.Pat
                                    batch_size=batch_size, run=run, crop_size=stitch_crop_size)
     run_predictions([graph], client=client, progress=progress, overwrite=overwrite)
     return graph.run_path
-
-
-# Reading runs ---------------------------------------------------------------------------------
-
-def current_run(store: str | os.PathLike[str], model: str) -> str:
-    """Return ``predictions/<model>/<run>`` of the model's current (last published) run."""
-    root = open_store(store)
-    path = f"predictions/{model}"
-    run = root[path].attrs.get("current") if path in root else None
-    if run is None:
-        raise MissingKeyError(
-            f"{os.fspath(store)}: no published {model!r} predictions. Run `ptychozarr "
-            "reconstruct` or `ptychozarr compare-models` first."
-        )
-    return f"{path}/{run}"
-
-
-def read_run_object(store: str | os.PathLike[str],
-                    run_path: str) -> tuple[np.ndarray, tuple[int, int], dict[str, Any]]:
-    """Read a run's stitched object.
-
-    Returns
-    -------
-    tuple
-        (row, col) complex64 object, its origin (x, y) in the object frame, and the run's
-        attributes.
-    """
-    root = open_store(store)
-    array = root.get(f"{run_path}/object")
-    if not isinstance(array, zarr.Array):
-        raise MissingKeyError(f"{os.fspath(store)}: {run_path!r} has no stitched object.")
-    origin: Any = array.attrs["origin_xy_px"]
-    origin_x, origin_y = (int(value) for value in origin)
-    return np.asarray(array[...]), (origin_x, origin_y), dict(root[run_path].attrs)
