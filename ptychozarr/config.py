@@ -3,6 +3,8 @@
 There is no global parameter dictionary: every function that needs a setting takes the config
 object that holds it. Each config checks its fields on construction and converts to and from
 plain JSON dictionaries (``to_dict``/``from_dict``) so bundles and runs can record them.
+Configs defined in other modules build on the same base class, :class:`ConfigBase`, and check
+their fields with :func:`require`.
 """
 
 from __future__ import annotations
@@ -17,19 +19,26 @@ from ptychozarr.errors import InvalidInputError
 
 __all__ = [
     "SUPPORTED_N",
+    "ConfigBase",
     "GroupingConfig",
     "ModelConfig",
     "TrainingConfig",
+    "require",
 ]
 
 SUPPORTED_N = (64, 128, 256)
 """Pattern sides (pixels) for which the networks are defined."""
 
-_ConfigT = TypeVar("_ConfigT", bound="_Config")
+_ConfigT = TypeVar("_ConfigT", bound="ConfigBase")
 
 
-class _Config:
-    """JSON round trip shared by the config dataclasses."""
+class ConfigBase:
+    """JSON round trip shared by the config dataclasses.
+
+    A subclass is a frozen dataclass whose ``__post_init__`` checks its fields with
+    :func:`require`. Besides the configs here, :class:`ptychozarr.simulate.SimulationConfig`
+    derives from it.
+    """
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dictionary."""
@@ -47,7 +56,8 @@ class _Config:
         return cls(**values)
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`InvalidInputError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise InvalidInputError(message)
 
@@ -57,7 +67,7 @@ REGIONS = ("top", "bottom", "left", "right")
 
 
 @dataclass(frozen=True)
-class GroupingConfig(_Config):
+class GroupingConfig(ConfigBase):
     """How scan positions are grouped into model inputs.
 
     Attributes
@@ -87,21 +97,21 @@ class GroupingConfig(_Config):
     oversample: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.gridsize in (1, 2),
-                 f"gridsize: invalid value {self.gridsize!r}; use 1 or 2.")
+        require(self.gridsize in (1, 2),
+                f"gridsize: invalid value {self.gridsize!r}; use 1 or 2.")
         channels = self.gridsize**2
-        _require(self.neighbors >= channels,
-                 f"neighbors: K={self.neighbors!r} is smaller than the group size {channels}; "
-                 f"use K >= {channels}.")
-        _require(self.n_groups is None or self.n_groups > 0,
-                 f"n_groups: invalid value {self.n_groups!r}; use a positive count or None.")
-        _require(not self.oversample or self.gridsize > 1,
-                 "oversample: only gridsize 2 can draw several groups per position; "
-                 "with gridsize 1 each position is one group.")
-        _require(self.region is None or self.region in REGIONS
-                 or bool(_BOX_PATTERN.match(self.region)),
-                 f"region: invalid value {self.region!r}; use one of {REGIONS!r} or "
-                 "'box:x0,x1,y0,y1' in object pixels.")
+        require(self.neighbors >= channels,
+                f"neighbors: K={self.neighbors!r} is smaller than the group size {channels}; "
+                f"use K >= {channels}.")
+        require(self.n_groups is None or self.n_groups > 0,
+                f"n_groups: invalid value {self.n_groups!r}; use a positive count or None.")
+        require(not self.oversample or self.gridsize > 1,
+                "oversample: only gridsize 2 can draw several groups per position; "
+                "with gridsize 1 each position is one group.")
+        require(self.region is None or self.region in REGIONS
+                or bool(_BOX_PATTERN.match(self.region)),
+                f"region: invalid value {self.region!r}; use one of {REGIONS!r} or "
+                "'box:x0,x1,y0,y1' in object pixels.")
 
     @property
     def channels(self) -> int:
@@ -125,7 +135,7 @@ class GroupingConfig(_Config):
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Config):
+class ModelConfig(ConfigBase):
     """Architecture and physics settings of one network.
 
     Attributes
@@ -166,19 +176,19 @@ class ModelConfig(_Config):
     mae_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        _require(self.kind in ("pinn", "baseline"),
-                 f"kind: invalid value {self.kind!r}; use 'pinn' or 'baseline'.")
-        _require(self.n in SUPPORTED_N,
-                 f"n: invalid pattern side {self.n!r}; the networks support N in {SUPPORTED_N!r}. "
-                 "Crop, bin or pad the detector data when converting (--crop, --bin, --pad).")
-        _require(self.gridsize in (1, 2),
-                 f"gridsize: invalid value {self.gridsize!r}; use 1 or 2.")
-        _require(self.n_filters_scale >= 1,
-                 f"n_filters_scale: invalid value {self.n_filters_scale!r}; use an integer >= 1.")
-        _require(self.probe_scale > 0,
-                 f"probe_scale: invalid value {self.probe_scale!r}; use a positive number.")
-        _require(self.max_offset_px >= 0,
-                 f"max_offset_px: invalid value {self.max_offset_px!r}; use a distance >= 0.")
+        require(self.kind in ("pinn", "baseline"),
+                f"kind: invalid value {self.kind!r}; use 'pinn' or 'baseline'.")
+        require(self.n in SUPPORTED_N,
+                f"n: invalid pattern side {self.n!r}; the networks support N in {SUPPORTED_N!r}. "
+                "Crop, bin or pad the detector data when converting (--crop, --bin, --pad).")
+        require(self.gridsize in (1, 2),
+                f"gridsize: invalid value {self.gridsize!r}; use 1 or 2.")
+        require(self.n_filters_scale >= 1,
+                f"n_filters_scale: invalid value {self.n_filters_scale!r}; use an integer >= 1.")
+        require(self.probe_scale > 0,
+                f"probe_scale: invalid value {self.probe_scale!r}; use a positive number.")
+        require(self.max_offset_px >= 0,
+                f"max_offset_px: invalid value {self.max_offset_px!r}; use a distance >= 0.")
 
     @property
     def channels(self) -> int:
@@ -187,7 +197,7 @@ class ModelConfig(_Config):
 
 
 @dataclass(frozen=True)
-class TrainingConfig(_Config):
+class TrainingConfig(ConfigBase):
     """Optimisation settings.
 
     Attributes
@@ -222,14 +232,14 @@ class TrainingConfig(_Config):
     early_stopping_patience: int = 3
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, f"epochs: invalid value {self.epochs!r}; use at least 1.")
-        _require(self.batch_size >= 1,
-                 f"batch_size: invalid value {self.batch_size!r}; use at least 1.")
-        _require(self.learning_rate > 0,
-                 f"learning_rate: invalid value {self.learning_rate!r}; use a positive number.")
-        _require(0 <= self.validation_fraction < 1,
-                 f"validation_fraction: invalid value {self.validation_fraction!r}; "
-                 "use a fraction in [0, 1).")
-        _require(self.shuffle_buffer_groups >= 1,
-                 f"shuffle_buffer_groups: invalid value {self.shuffle_buffer_groups!r}; "
-                 "use at least 1.")
+        require(self.epochs >= 1, f"epochs: invalid value {self.epochs!r}; use at least 1.")
+        require(self.batch_size >= 1,
+                f"batch_size: invalid value {self.batch_size!r}; use at least 1.")
+        require(self.learning_rate > 0,
+                f"learning_rate: invalid value {self.learning_rate!r}; use a positive number.")
+        require(0 <= self.validation_fraction < 1,
+                f"validation_fraction: invalid value {self.validation_fraction!r}; "
+                "use a fraction in [0, 1).")
+        require(self.shuffle_buffer_groups >= 1,
+                f"shuffle_buffer_groups: invalid value {self.shuffle_buffer_groups!r}; "
+                "use at least 1.")

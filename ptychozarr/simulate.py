@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ptychozarr import sample_models
-from ptychozarr.config import _Config, _require
+from ptychozarr.config import ConfigBase, require
 from ptychozarr.errors import InvalidInputError, OutputExistsError
 from ptychozarr.store import RAW_ARRAYS, StoreWriter
 from ptychozarr.store.create import default_chunk_frames
@@ -46,7 +46,7 @@ _AMPLITUDE_STREAM, _PHASE_STREAM, _POSITIONS_STREAM, _NOISE_STREAM = range(4)
 
 
 @dataclass(frozen=True)
-class SimulationConfig(_Config):
+class SimulationConfig(ConfigBase):
     """Settings of one simulation: object, probe, scan, dose, noise and seed.
 
     Options left as ``None`` are filled in on construction, so a config always records the
@@ -117,23 +117,23 @@ class SimulationConfig(_Config):
 
     def __post_init__(self) -> None:
         self._fill_sources()
-        _require(self.object_kind in ("lines", "grf", "image", "npz"),
-                 f"object_kind: invalid value {self.object_kind!r}; use 'lines', 'grf', 'image' "
-                 "or 'npz'.")
-        _require(self.probe_kind in ("disk", "gaussian", "file"),
-                 f"probe_kind: invalid value {self.probe_kind!r}; use 'disk', 'gaussian' or "
-                 "'file'.")
-        _require(self.positions_kind in ("random", "raster", "spiral", "file"),
-                 f"positions_kind: invalid value {self.positions_kind!r}; use 'random', "
-                 "'raster', 'spiral' or 'file'.")
+        require(self.object_kind in ("lines", "grf", "image", "npz"),
+                f"object_kind: invalid value {self.object_kind!r}; use 'lines', 'grf', 'image' "
+                "or 'npz'.")
+        require(self.probe_kind in ("disk", "gaussian", "file"),
+                f"probe_kind: invalid value {self.probe_kind!r}; use 'disk', 'gaussian' or "
+                "'file'.")
+        require(self.positions_kind in ("random", "raster", "spiral", "file"),
+                f"positions_kind: invalid value {self.positions_kind!r}; use 'random', "
+                "'raster', 'spiral' or 'file'.")
         for kind, path, option in ((self.object_kind in ("image", "npz"), self.object_path,
                                     "object_path"),
                                    (self.probe_kind == "file", self.probe_path, "probe_path"),
                                    (self.positions_kind == "file", self.positions_path,
                                     "positions_path")):
-            _require(not kind or path is not None,
-                     f"{option}: missing; the chosen kind reads a file. Give its path "
-                     "(or --from-npz).")
+            require(not kind or path is not None,
+                    f"{option}: missing; the chosen kind reads a file. Give its path "
+                    "(or --from-npz).")
         self._check_values()
 
     def _fill_sources(self) -> None:
@@ -153,28 +153,28 @@ class SimulationConfig(_Config):
         object.__setattr__(self, "phase_range_rad", tuple(self.phase_range_rad))
 
     def _check_values(self) -> None:
-        _require(self.n is None or (self.n >= 2 and self.n % 2 == 0),
-                 f"n: invalid pattern side {self.n!r}; use an even number of pixels.")
-        _require(self.n_patterns is None or self.n_patterns >= 1,
-                 f"n_patterns: invalid value {self.n_patterns!r}; use at least 1.")
-        _require(self.object_size_px >= 2,
-                 f"object_size_px: invalid value {self.object_size_px!r}; use at least 2.")
-        _require(len(self.amplitude_range) == 2 and min(self.amplitude_range) >= 0,
-                 f"amplitude_range: invalid value {self.amplitude_range!r}; use two numbers "
-                 ">= 0 (low, high).")
-        _require(len(self.phase_range_rad) == 2,
-                 f"phase_range_rad: invalid value {self.phase_range_rad!r}; use two numbers "
-                 "(low, high) in radians.")
-        _require(self.probe_sigma_px is None or self.probe_sigma_px > 0,
-                 f"probe_sigma_px: invalid value {self.probe_sigma_px!r}; use a positive width.")
-        _require(self.border_px is None or self.border_px >= 0,
-                 f"border_px: invalid value {self.border_px!r}; use a distance >= 0.")
-        _require(math.isfinite(self.nphotons) and self.nphotons > 0,
-                 f"nphotons: invalid value {self.nphotons!r}; use a positive count.")
-        _require(not self.with_nominal or (self.positions_kind == "file"
-                                           and str(self.positions_path).endswith(".npz")),
-                 "with_nominal: nominal positions come only from a positions NPZ "
-                 "(--from-npz or --positions-file FILE.npz).")
+        require(self.n is None or (self.n >= 2 and self.n % 2 == 0),
+                f"n: invalid pattern side {self.n!r}; use an even number of pixels.")
+        require(self.n_patterns is None or self.n_patterns >= 1,
+                f"n_patterns: invalid value {self.n_patterns!r}; use at least 1.")
+        require(self.object_size_px >= 2,
+                f"object_size_px: invalid value {self.object_size_px!r}; use at least 2.")
+        require(len(self.amplitude_range) == 2 and min(self.amplitude_range) >= 0,
+                f"amplitude_range: invalid value {self.amplitude_range!r}; use two numbers "
+                ">= 0 (low, high).")
+        require(len(self.phase_range_rad) == 2,
+                f"phase_range_rad: invalid value {self.phase_range_rad!r}; use two numbers "
+                "(low, high) in radians.")
+        require(self.probe_sigma_px is None or self.probe_sigma_px > 0,
+                f"probe_sigma_px: invalid value {self.probe_sigma_px!r}; use a positive width.")
+        require(self.border_px is None or self.border_px >= 0,
+                f"border_px: invalid value {self.border_px!r}; use a distance >= 0.")
+        require(math.isfinite(self.nphotons) and self.nphotons > 0,
+                f"nphotons: invalid value {self.nphotons!r}; use a positive count.")
+        require(not self.with_nominal or (self.positions_kind == "file"
+                                          and str(self.positions_path).endswith(".npz")),
+                "with_nominal: nominal positions come only from a positions NPZ "
+                "(--from-npz or --positions-file FILE.npz).")
 
 
 @dataclass(frozen=True)
