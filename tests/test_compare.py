@@ -139,6 +139,23 @@ def test_no_arm_rejected(scored: dict[str, Path], tmp_path: Path, capsys: Any) -
     assert "nothing to compare" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "shown"), [([], True), (["--no-progress"], False)],
+                         ids=["default", "no-progress"])
+def test_compare_progress_bar_option(simulated_store: dict[str, Any], dask_client: Any,
+                                     tmp_path: Path, capsys: Any, flags: list[str],
+                                     shown: bool) -> None:
+    # A reconstruction-only comparison still submits one (empty) Dask job, so the bar is drawn
+    # without the cost of running a model.
+    truth = np.asarray(zarr.open_array(str(simulated_store["store"] / "object"), mode="r")[...])
+    np.savez(tmp_path / "recon.npz", reconstructed_object=truth)
+    status = compare_workflow.main([
+        str(simulated_store["store"]), str(tmp_path / "out"), "--recon-npz",
+        str(tmp_path / "recon.npz"), "--scheduler", dask_client.scheduler.address, *flags,
+    ])
+    assert status == 0
+    assert ("% Completed" in capsys.readouterr().out) is shown
+
+
 def test_invalid_crop_size_rejected() -> None:
     with pytest.raises(ValueError, match="stitch_crop_size: invalid value 0"):
         CompareConfig(stitch_crop_size=0)

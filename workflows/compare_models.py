@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="lower percentile of each figure row's colour scale (default: 1)")
     running.add_argument("--p-max", type=float, default=99.0,
                          help="upper percentile of each figure row's colour scale (default: 99)")
+    running.add_argument("--no-progress", action="store_true",
+                         help="hide the progress bar of the Dask job (default: shown on standard "
+                         "output)")
     add_cluster_arguments(parser)
     return parser
 
@@ -141,10 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     config = _config(options)
     client = client_from_arguments(options)
+    progress = None if options.no_progress else progress_bar(client)
     try:
         result = compare_models(options.store, options.out, client=client, pinn=options.pinn,
                                 baseline=options.baseline, recon_npz=options.recon_npz,
-                                group=options.group, config=config, progress=progress_bar(client))
+                                group=options.group, config=config, progress=progress)
     finally:
         close_client(client)
 
