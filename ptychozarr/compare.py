@@ -320,9 +320,11 @@ def _store_extent(store: Path) -> tuple[tuple[float, float], tuple[float, float]
 
 
 def _task_seconds(events: Sequence[Mapping[str, Any]], prefix: str) -> float:
+    """Return the compute seconds of the tasks whose key is ``prefix`` or ``prefix-...``."""
     total = 0.0
     for event in events:
-        if key_split(event["key"]) != prefix:
+        name = key_split(event["key"])
+        if name != prefix and not name.startswith(f"{prefix}-"):
             continue
         total += sum(part["stop"] - part["start"] for part in event["startstops"]
                      if part["action"] == "compute")

@@ -328,7 +328,7 @@ def _object_graph(graph: PredictionGraph, targets: Sequence[zarr.Array]) -> da.A
         batch_size=graph.batch_size, kind=graph.model, patches_target=targets[0],
         positions_target=targets[1], crop_size=graph.crop_size, geometry=graph.geometry,
     )
-    return sum_canvases(partials)
+    return sum_canvases(partials, name=f"predict_{graph.model}-canvas")
 
 
 def run_predictions(graphs: Sequence[PredictionGraph], *, client: Client,

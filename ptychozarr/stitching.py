@@ -214,8 +214,8 @@ def stitch(patches: da.Array | np.ndarray, positions: da.Array | np.ndarray, *,
     return sum_canvases(partials, split_every=split_every, eps=eps)
 
 
-def sum_canvases(partials: da.Array, *, split_every: int = 2,
-                 eps: float = STITCH_EPSILON) -> da.Array:
+def sum_canvases(partials: da.Array, *, split_every: int = 2, eps: float = STITCH_EPSILON,
+                 name: str | None = None) -> da.Array:
     """Tree-sum partial canvases and divide the weighted sum by the weight.
 
     Parameters
@@ -227,12 +227,17 @@ def sum_canvases(partials: da.Array, *, split_every: int = 2,
         Partial canvases summed together at each level of the reduction tree.
     eps
         Added to the weight before dividing.
+    name
+        Prefix of the reduction's task keys. Dask fuses the tasks that make the partial
+        canvases into the first level of the sum, and the fused tasks take this name, so a
+        caller that times its tasks by key must name the sum.
 
     Returns
     -------
     dask.array.Array
         (row, col) complex64 object, one chunk.
     """
-    total = partials.sum(axis=0, split_every=split_every)
+    total = da.reduction(partials, np.sum, np.sum, axis=0, split_every=split_every,
+                         dtype=np.float64, name=name)
     return total.map_blocks(_finish_object, eps, drop_axis=0, dtype=np.complex64,
                             meta=np.empty((0, 0), dtype=np.complex64))

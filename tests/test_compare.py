@@ -62,6 +62,9 @@ def test_compare_command_writes_outputs(scored: dict[str, Path], dask_client: An
         assert set(SCALAR_METRICS) <= metrics, label
         assert {"registration_offset_dy", "registration_offset_dx",
                 "computation_time_s"} <= metrics, label
+        seconds = [float(row["value"]) for row in rows
+                   if row["model"] == label and row["metric"] == "computation_time_s"]
+        assert seconds[0] > 0, label
 
     document = json.loads((tmp_path / "out" / "comparison_metrics.json").read_text())
     assert len(document["rows"]) == len(rows)
