@@ -33,17 +33,25 @@ def _metrics(path: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 def test_demo_small_run(dask_client: Any, tmp_path: Path, capsys: Any) -> None:
     status = demo.main(["--out", str(tmp_path / "demo"), "--n-patterns", "96",
-                        "--object-size", "128", "--epochs", "1",
+                        "--object-size", "128", "--epochs", "1", "--no-progress",
                         "--scheduler", dask_client.scheduler.address])
     assert status == 0
 
     printed = capsys.readouterr().out
+    assert "% Completed" not in printed
     report = tmp_path / "demo" / "comparison" / "comparison_metrics.csv"
     assert f"Report:  {report}" in printed
     rows = _metrics(report)
     for label in ("PtychoPINN", "Baseline"):
         assert math.isfinite(float(rows[label, "ssim"]["amplitude"])), label
     assert (tmp_path / "demo" / "comparison" / "comparison_plot.png").stat().st_size > 0
+
+
+def test_demo_invalid_option_writes_nothing(tmp_path: Path, capsys: Any) -> None:
+    status = demo.main(["--out", str(tmp_path / "demo"), "--epochs", "0"])
+    assert status == 2
+    assert "epochs: invalid value 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.realdata

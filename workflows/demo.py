@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from ptychozarr.cli import command
 from ptychozarr.cluster import add_cluster_arguments
 
 logger = logging.getLogger(__name__)
+
+LABELS = {"pinn": "PINN (PtychoPINN)", "baseline": "baseline"}
+"""Model names in the step lines."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                         "reference uses 2)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the simulation, grouping and training (default: 0)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar of the comparison (for logs of batch jobs)")
     add_cluster_arguments(parser)
     return parser
 
@@ -51,17 +56,33 @@ def _step(number: int, text: str) -> float:
     return time.perf_counter()
 
 
-def _train(store: Path, group: str, kind: Literal["pinn", "baseline"], out: Path,
-           options: argparse.Namespace) -> Path:
-    from ptychozarr.config import ModelConfig, TrainingConfig
+def _train(store: Path, group: str, configs: tuple[Any, Any], out: Path) -> Path:
     from ptychozarr.container import LazyContainer
     from ptychozarr.training import train
 
     container = LazyContainer.open(store, group=group)
-    config = ModelConfig(kind=kind, n=64, n_filters_scale=options.n_filters_scale)
-    training = TrainingConfig(epochs=options.epochs, batch_size=16, seed=options.seed)
-    result = train(container, config, training, out=out, overwrite=True)
+    model_config, training_config = configs
+    result = train(container, model_config, training_config, out=out, overwrite=True)
     return result.bundle_path or out
+
+
+def _configs(options: argparse.Namespace) -> dict[str, Any]:
+    """Build and validate every step's configuration before anything is written."""
+    from ptychozarr.compare import CompareConfig
+    from ptychozarr.config import GroupingConfig, ModelConfig, TrainingConfig
+    from ptychozarr.simulate import SimulationConfig
+
+    training = TrainingConfig(epochs=options.epochs, batch_size=16, seed=options.seed)
+    return {
+        "simulation": SimulationConfig(n=64, n_patterns=options.n_patterns,
+                                       object_size_px=options.object_size, seed=options.seed),
+        "grouping": GroupingConfig(gridsize=1, seed=options.seed, region="top"),
+        "pinn": (ModelConfig(kind="pinn", n=64, n_filters_scale=options.n_filters_scale),
+                 training),
+        "baseline": (ModelConfig(kind="baseline", n=64,
+                                 n_filters_scale=options.n_filters_scale), training),
+        "compare": CompareConfig(region="bottom", test_subsample_seed=options.seed),
+    }
 
 
 @command
@@ -69,39 +90,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ptychozarr demo``."""
     options = _parser().parse_args(argv)
     from ptychozarr.cluster import client_from_arguments, close_client
-    from ptychozarr.compare import CompareConfig, compare_models
-    from ptychozarr.config import GroupingConfig
+    from ptychozarr.compare import compare_models
     from ptychozarr.grouping import group_dataset
-    from ptychozarr.simulate import SimulationConfig, simulate_dataset
+    from ptychozarr.simulate import simulate_dataset
     from ptychozarr.workflows.compare_models import progress_bar
 
+    configs = _configs(options)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     _step(1, f"Simulating {options.n_patterns} patterns into {out / 'demo.zarr'}")
-    store = simulate_dataset(out / "demo.zarr", SimulationConfig(
-        n=64, n_patterns=options.n_patterns, object_size_px=options.object_size,
-        seed=options.seed), overwrite=True)
+    store = simulate_dataset(out / "demo.zarr", configs["simulation"], overwrite=True)
 
     _step(2, "Grouping the top half of the scan for training")
-    train_group = group_dataset(store, GroupingConfig(gridsize=1, seed=options.seed,
-                                                      region="top"), overwrite=True)
+    train_group = group_dataset(store, configs["grouping"], overwrite=True)
 
     bundles = {}
-    kinds: tuple[tuple[int, Literal["pinn", "baseline"]], ...] = ((3, "pinn"), (4, "baseline"))
-    for number, kind in kinds:
-        _step(number, f"Training the {kind} for {options.epochs} epochs")
-        bundles[kind] = _train(store, train_group, kind, out / kind, options)
+    for number, kind in ((3, "pinn"), (4, "baseline")):
+        _step(number, f"Training the {LABELS[kind]} for {options.epochs} epochs")
+        bundles[kind] = _train(store, train_group, configs[kind], out / kind)
 
     _step(5, "Comparing both models on the bottom half as one Dask job")
     client = client_from_arguments(options)
     try:
         result = compare_models(store, out / "comparison", client=client, pinn=bundles["pinn"],
-                                baseline=bundles["baseline"],
-                                config=CompareConfig(region="bottom",
-                                                     test_subsample_seed=options.seed),
-                                progress=progress_bar(client))
+                                baseline=bundles["baseline"], config=configs["compare"],
+                                progress=None if options.no_progress else progress_bar(client))
     finally:
         close_client(client)
 
