@@ -69,7 +69,8 @@ from ptychozarr.metrics import Evaluation, data_residual, evaluate, residual_sum
 from ptychozarr.stitching import DEFAULT_CROP_SIZE
 from ptychozarr.store import open_store
 
-__all__ = ["ARM_LABELS", "ArmResult", "CompareConfig", "ComparisonResult", "compare_models"]
+__all__ = ["ARM_LABELS", "ArmResult", "CompareConfig", "ComparisonResult", "check_inputs",
+           "compare_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -333,6 +334,29 @@ def _task_seconds(events: Sequence[Mapping[str, Any]], prefix: str) -> float:
 
 # Entry point ----------------------------------------------------------------------------------
 
+def check_inputs(store: str | os.PathLike[str], *, pinn: str | os.PathLike[str] | None = None,
+                 baseline: str | os.PathLike[str] | None = None,
+                 recon_npz: str | os.PathLike[str] | None = None) -> None:
+    """Check that the store opens and every model given is a bundle, without running anything.
+
+    Raises
+    ------
+    InvalidInputError
+        No model and no NPZ reconstruction was given.
+    InputFileNotFoundError
+        The store or a bundle does not exist.
+    BundleError
+        A bundle is damaged or is not a ptychozarr bundle.
+    """
+    open_store(Path(store))
+    if pinn is None and baseline is None and recon_npz is None:
+        raise InvalidInputError("nothing to compare: give at least one of --pinn, --baseline "
+                                "and --recon-npz.")
+    for bundle in (pinn, baseline):
+        if bundle is not None:
+            read_bundle_info(bundle)
+
+
 def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
                    client: Client, pinn: str | os.PathLike[str] | None = None,
                    baseline: str | os.PathLike[str] | None = None,
@@ -375,9 +399,7 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
         A bundle does not fit the data or is damaged.
     """
     config = config or CompareConfig()
-    if pinn is None and baseline is None and recon_npz is None:
-        raise InvalidInputError("nothing to compare: give at least one of --pinn, --baseline "
-                                "and --recon-npz.")
+    check_inputs(store, pinn=pinn, baseline=baseline, recon_npz=recon_npz)
     store_path, out_path = Path(store), Path(out)
     root = open_store(store_path)
     ground_truth = _read_array(root, "object") if "object" in root else None

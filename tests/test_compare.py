@@ -142,6 +142,15 @@ def test_no_arm_rejected(scored: dict[str, Path], tmp_path: Path, capsys: Any) -
     assert "nothing to compare" in capsys.readouterr().err
 
 
+def test_missing_store_reported_first(tmp_path: Path, capsys: Any, caplog: Any) -> None:
+    caplog.set_level("INFO", logger="ptychozarr.cluster")
+    status = compare_workflow.main([str(tmp_path / "missing.zarr"), str(tmp_path / "out")])
+    assert status == 2
+    assert "missing.zarr: store not found" in capsys.readouterr().err
+    assert "Starting a local Dask cluster" not in caplog.text
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("flags", "shown"), [([], True), (["--no-progress"], False)],
                          ids=["default", "no-progress"])
 def test_compare_progress_bar_option(simulated_store: dict[str, Any], dask_client: Any,

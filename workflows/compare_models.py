@@ -11,7 +11,7 @@ from distributed import Client, Future, progress
 
 from ptychozarr.cli import command
 from ptychozarr.cluster import add_cluster_arguments, client_from_arguments, close_client
-from ptychozarr.compare import CompareConfig, ComparisonResult, compare_models
+from ptychozarr.compare import CompareConfig, ComparisonResult, check_inputs, compare_models
 from ptychozarr.inference import ProgressCallback
 from ptychozarr.stitching import DEFAULT_CROP_SIZE
 
@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ptychozarr compare-models``."""
     options = _parser().parse_args(argv)
     config = _config(options)
+    check_inputs(options.store, pinn=options.pinn, baseline=options.baseline,
+                 recon_npz=options.recon_npz)
     client = client_from_arguments(options)
     progress = None if options.no_progress else progress_bar(client)
     try:
