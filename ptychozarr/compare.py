@@ -349,12 +349,16 @@ def check_inputs(store: str | os.PathLike[str], *, pinn: str | os.PathLike[str] 
         A bundle is damaged or is not a ptychozarr bundle.
     """
     open_store(Path(store))
-    if pinn is None and baseline is None and recon_npz is None:
-        raise InvalidInputError("nothing to compare: give at least one of --pinn, --baseline "
-                                "and --recon-npz.")
+    _require_an_arm(pinn, baseline, recon_npz)
     for bundle in (pinn, baseline):
         if bundle is not None:
             read_bundle_info(bundle)
+
+
+def _require_an_arm(*arms: str | os.PathLike[str] | None) -> None:
+    if all(arm is None for arm in arms):
+        raise InvalidInputError("nothing to compare: give at least one of --pinn, --baseline "
+                                "and --recon-npz.")
 
 
 def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -399,9 +403,9 @@ def compare_models(store: str | os.PathLike[str], out: str | os.PathLike[str], *
         A bundle does not fit the data or is damaged.
     """
     config = config or CompareConfig()
-    check_inputs(store, pinn=pinn, baseline=baseline, recon_npz=recon_npz)
     store_path, out_path = Path(store), Path(out)
     root = open_store(store_path)
+    _require_an_arm(pinn, baseline, recon_npz)
     ground_truth = _read_array(root, "object") if "object" in root else None
     # The NPZ arm is read before the Dask job, so a bad file fails before any run is published.
     npz_arm = _read_npz_arm(Path(recon_npz), ground_truth) if recon_npz is not None else None
