@@ -57,7 +57,7 @@ class ConfigBase:
 
 
 def require(condition: bool, message: str) -> None:
-    """Raise :class:`InvalidInputError` with ``message`` unless ``condition`` holds."""
+    """Raise :class:`InvalidInputError` with ``message`` unless ``condition`` is true."""
     if not condition:
         raise InvalidInputError(message)
 

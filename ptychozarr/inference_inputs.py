@@ -1,4 +1,4 @@
-"""What inference reads in the client: the bundle's summary and a grouped view that fits it.
+"""Inputs of inference, read in the client: the bundle's summary and a grouped view that fits it.
 
 The bundle is read from its manifest without TensorFlow, so a damaged or unfitting bundle is
 rejected before anything is grouped or computed. The grouped view is either named by the caller

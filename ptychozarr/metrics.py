@@ -51,9 +51,9 @@ SCALAR_METRICS = ("mae", "mse", "psnr", "ssim", "ssim_2pi", "ms_ssim", "frc50", 
 
 ``ssim_2pi`` is the SSIM as the reference compare_models computes it: the phase mapped to
 (phase + pi) / (2 pi) with a data range of 1, the amplitude as in ``ssim``. Over a full 2 pi range
-a phase of a few tenths of a radian scores high even when its structure is poor, so ``ssim``
-(the ground truth's own range) is the stricter of the two; ``ssim_2pi`` exists to compare with
-numbers published by the reference.
+a phase of a few tenths of a radian scores high even when its structure is poor. ``ssim`` (the
+ground truth's own range) is therefore the stricter of the two, and ``ssim_2pi`` serves to
+compare with numbers published by the reference.
 """
 
 FRC_TAPER = 0.25

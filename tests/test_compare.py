@@ -151,11 +151,11 @@ def test_missing_store_reported_first(tmp_path: Path, capsys: Any, caplog: Any) 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("flags", "shown"), [([], True), (["--no-progress"], False)],
+@pytest.mark.parametrize(("flags", "bar_drawn"), [([], True), (["--no-progress"], False)],
                          ids=["default", "no-progress"])
 def test_compare_progress_bar_option(simulated_store: dict[str, Any], dask_client: Any,
                                      tmp_path: Path, capsys: Any, flags: list[str],
-                                     shown: bool) -> None:
+                                     bar_drawn: bool) -> None:
     # A reconstruction-only comparison still submits one (empty) Dask job, so the bar is drawn
     # without the cost of running a model.
     truth = np.asarray(zarr.open_array(str(simulated_store["store"] / "object"), mode="r")[...])
@@ -165,7 +165,7 @@ def test_compare_progress_bar_option(simulated_store: dict[str, Any], dask_clien
         str(tmp_path / "recon.npz"), "--scheduler", dask_client.scheduler.address, *flags,
     ])
     assert status == 0
-    assert ("% Completed" in capsys.readouterr().out) is shown
+    assert ("% Completed" in capsys.readouterr().out) is bar_drawn
 
 
 def test_invalid_crop_size_rejected() -> None:

@@ -62,7 +62,7 @@ def test_evaluate_reports_every_metric() -> None:
     assert list(result.values) == list(SCALAR_METRICS)
 
 
-def test_ssim_2pi_follows_the_reference_convention() -> None:
+def test_ssim_2pi_reference_scale() -> None:
     truth = _complex_object(4)
     noisy_phase = np.angle(truth) + np.random.default_rng(5).normal(scale=0.2, size=truth.shape)
     reconstruction = (np.abs(truth) * np.exp(1j * noisy_phase)).astype(np.complex64)

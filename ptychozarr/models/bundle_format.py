@@ -2,8 +2,9 @@
 
 A bundle is a directory::
 
-    model.keras     the Keras model without optimizer state: for a PINN the training model,
-                    from which the inference model is derived, for a baseline the two-head model
+    model.keras     the Keras model without optimizer state. For a PINN it is the training
+                    model, from which the inference model is derived; for a baseline, the
+                    two-head model.
     probe.npy       (N, N) complex64 probe, saved without pickle; absent for a baseline trained
                     without a probe
     manifest.json   kind, N, gridsize, K, the training alpha and photon scale, the model and
