@@ -150,6 +150,11 @@ class ModelConfig(ConfigBase):
         Multiplier of the filter counts of every convolution.
     amp_activation
         Output activation of the PINN amplitude head.
+    phase_activation
+        Output activation of the PINN phase head: ``"pi_tanh"`` (``pi * tanh``, the reference's,
+        bounded to (-pi, pi)) or ``"linear"`` (unbounded; the phase enters only through
+        ``exp(i phase)``, so it cannot saturate when the object's mean phase drifts towards
+        ±pi, as it can on measured data).
     probe_trainable
         Let the PINN refine the probe.
     intensity_scale_trainable
@@ -168,6 +173,7 @@ class ModelConfig(ConfigBase):
     gridsize: int = 1
     n_filters_scale: int = 2
     amp_activation: Literal["sigmoid", "swish", "softplus", "relu"] = "sigmoid"
+    phase_activation: Literal["pi_tanh", "linear"] = "pi_tanh"
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     probe_scale: float = 4.0
@@ -183,6 +189,9 @@ class ModelConfig(ConfigBase):
                 "Crop, bin or pad the detector data when converting (--crop, --bin, --pad).")
         require(self.gridsize in (1, 2),
                 f"gridsize: invalid value {self.gridsize!r}; use 1 or 2.")
+        require(self.phase_activation in ("pi_tanh", "linear"),
+                f"phase_activation: invalid value {self.phase_activation!r}; use 'pi_tanh' or "
+                "'linear'.")
         require(self.n_filters_scale >= 1,
                 f"n_filters_scale: invalid value {self.n_filters_scale!r}; use an integer >= 1.")
         require(self.probe_scale > 0,

@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 ObjectKind = Literal["lines", "grf", "image", "npz"]
 ProbeKind = Literal["disk", "gaussian", "file"]
 PositionsKind = Literal["random", "raster", "spiral", "file"]
+PhasePattern = Literal["independent", "amplitude"]
 
 # Independent random streams derived from the one seed.
 _AMPLITUDE_STREAM, _PHASE_STREAM, _POSITIONS_STREAM, _NOISE_STREAM = range(4)
@@ -69,8 +70,13 @@ class SimulationConfig(ConfigBase):
     object_size_px
         Side of generated objects (``"lines"``, ``"grf"``) in pixels.
     amplitude_range, phase_range_rad
-        Ranges that the [0, 1] patterns of generated and image objects are mapped to. Generated
-        objects draw amplitude and phase from independent patterns; an image sets both.
+        Ranges that the [0, 1] patterns of generated and image objects are mapped to. An image
+        sets both.
+    phase_pattern
+        Where the phase of a generated object comes from: ``"independent"`` (default) draws a
+        second pattern, so phase and amplitude are unrelated; ``"amplitude"`` maps the
+        amplitude pattern itself, so the phase rises with the amplitude (PtychoPINN's
+        random-lines study objects are made this way).
     probe_kind
         ``"disk"`` (smoothed disk, the default probe), ``"gaussian"`` or ``"file"``.
     probe_path
@@ -103,6 +109,7 @@ class SimulationConfig(ConfigBase):
     object_size_px: int = 256
     amplitude_range: tuple[float, float] = (0.3, 1.0)
     phase_range_rad: tuple[float, float] = (-0.5, 0.5)
+    phase_pattern: PhasePattern = "independent"
     probe_kind: ProbeKind | None = None
     probe_path: str | None = None
     probe_sigma_px: float | None = None
@@ -120,6 +127,9 @@ class SimulationConfig(ConfigBase):
         require(self.object_kind in ("lines", "grf", "image", "npz"),
                 f"object_kind: invalid value {self.object_kind!r}; use 'lines', 'grf', 'image' "
                 "or 'npz'.")
+        require(self.phase_pattern in ("independent", "amplitude"),
+                f"phase_pattern: invalid value {self.phase_pattern!r}; use 'independent' or "
+                "'amplitude'.")
         require(self.probe_kind in ("disk", "gaussian", "file"),
                 f"probe_kind: invalid value {self.probe_kind!r}; use 'disk', 'gaussian' or "
                 "'file'.")
@@ -251,7 +261,8 @@ def _build_object(config: SimulationConfig) -> np.ndarray:
                  else sample_models.gaussian_random_field)
     size = config.object_size_px
     amplitude = generator(size, np.random.default_rng([config.seed, _AMPLITUDE_STREAM]))
-    phase = generator(size, np.random.default_rng([config.seed, _PHASE_STREAM]))
+    phase = (amplitude if config.phase_pattern == "amplitude"
+             else generator(size, np.random.default_rng([config.seed, _PHASE_STREAM])))
     return sample_models.complex_object(amplitude, phase, amplitude_range=config.amplitude_range,
                                         phase_range_rad=config.phase_range_rad)
 

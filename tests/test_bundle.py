@@ -43,9 +43,11 @@ def _inputs(groups: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     return x, relative
 
 
-def _save(path: Path, kind: str = "pinn", **options: Any) -> tuple[Path, BuiltModel]:
+def _save(path: Path, kind: str = "pinn", *, phase_activation: str = "pi_tanh",
+          **options: Any) -> tuple[Path, BuiltModel]:
     config = ModelConfig(kind=kind, n=N, gridsize=2, n_filters_scale=1,  # type: ignore[arg-type]
-                         max_offset_px=3.0)
+                         max_offset_px=3.0,
+                         phase_activation=phase_activation)  # type: ignore[arg-type]
     built = build_model(config, probe=_probe(), intensity_scale=40.0, seed=0)
     saved = save_bundle(path, built, model_config=config, training_config=TrainingConfig(),
                         history=HISTORY, alpha=0.25, intensity_scale=40.0, probe=_probe(),
@@ -83,6 +85,20 @@ def test_pinn_round_trip_predictions(pinn_bundle: tuple[Path, BuiltModel]) -> No
 
     assert predicted.shape == (5, N, N)
     assert predicted.dtype == np.complex64
+    np.testing.assert_array_equal(predicted, expected[..., 0])
+
+
+def test_linear_phase_round_trip(tmp_path: Path) -> None:
+    path, built = _save(tmp_path / "linear", phase_activation="linear")
+    x, relative = _inputs(3, 4)
+    bundle = load_bundle(path)
+
+    predicted = bundle.predict(x, relative, batch_size=3)
+    expected = built.inference.predict_on_batch([x * np.float32(40.0),
+                                                 relative.astype(np.float32)])
+
+    assert bundle.model_config.phase_activation == "linear"
+    assert built.training.get_layer("phase_activation").__class__.__name__ == "Identity"
     np.testing.assert_array_equal(predicted, expected[..., 0])
 
 
@@ -256,3 +272,12 @@ def test_untrained_bundle_for_group(tmp_path: Path, grouped_store_factory: Any) 
     bundle.check_compatible(64, 2)
     assert bundle.manifest["grouping"]["name"] == "synthetic"
     assert bundle.model_config.max_offset_px > 0
+
+
+def test_untrained_bundle_model_options(tmp_path: Path, grouped_store_factory: Any) -> None:
+    store = grouped_store_factory(tmp_path / "store.zarr", n_groups=4, gridsize=1)
+    path = save_untrained_bundle(store, "synthetic", tmp_path / "bundle", probe_scale=2.5,
+                                 phase_activation="linear")
+    config = load_bundle(path).model_config
+    assert config.probe_scale == 2.5
+    assert config.phase_activation == "linear"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,15 @@ import textwrap
 import numpy as np
 import pytest
 
+from ptychozarr import physics, sample_models
 from ptychozarr.config import ModelConfig
-from ptychozarr.models import build_model
+from ptychozarr.errors import InvalidInputError
+from ptychozarr.models import (
+    build_model,
+    matching_object_amplitude,
+    normalise_probe,
+    probe_scale_for,
+)
 
 
 def _probe(n: int) -> np.ndarray:
@@ -46,6 +54,39 @@ def test_models_keep_own_scale() -> None:
               for model in (first, second)]
     assert scales[0] == pytest.approx(2.0)
     assert scales[1] == pytest.approx(8.0)
+
+
+def test_matching_amplitude_carries_data_energy() -> None:
+    # Grouped data have a mean summed squared amplitude of (N/2)**2; a uniform object of the
+    # matching amplitude under the normalised probe must diffract exactly that.
+    probe = sample_models.default_probe(64)
+    amplitude = matching_object_amplitude(probe, probe_scale=4.0)
+    exit_wave = amplitude * normalise_probe(probe, probe_scale=4.0)
+    assert physics.far_field_intensity_np(exit_wave).sum() == pytest.approx(32**2, rel=1e-4)
+    assert amplitude == pytest.approx(0.64, abs=0.01)
+
+
+def test_probe_scale_for_centres_sigmoid() -> None:
+    probe = _probe(128)
+    scale = probe_scale_for(probe)
+    assert matching_object_amplitude(probe, probe_scale=scale) == pytest.approx(0.5, rel=2e-3)
+    assert probe_scale_for(probe, object_amplitude=0.25) == pytest.approx(scale / 2, rel=5e-3)
+    with pytest.raises(InvalidInputError, match=r"object_amplitude: invalid value 1\.5"):
+        probe_scale_for(probe, object_amplitude=1.5)
+
+
+def test_saturating_probe_scale_warns(caplog: pytest.LogCaptureFixture) -> None:
+    # The normalisation measures the mean amplitude within N/4 of the centre; a Gaussian probe
+    # of this width has relatively less energy, so the data need a larger object amplitude.
+    wide = sample_models.gaussian_probe(64, 12.0)
+    assert matching_object_amplitude(wide, probe_scale=4.0) > 0.75
+    config = ModelConfig(n=64, n_filters_scale=1)
+    with caplog.at_level(logging.WARNING, logger="ptychozarr.models.factory"):
+        build_model(config, probe=sample_models.default_probe(64), intensity_scale=1.0, seed=0)
+        assert not caplog.records
+        build_model(config, probe=wide, intensity_scale=1.0, seed=0)
+    suggested = probe_scale_for(wide)
+    assert f"Use probe_scale {suggested:.3g} (--probe-scale auto)" in caplog.text
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:

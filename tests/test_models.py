@@ -195,6 +195,11 @@ def test_build_rejects_scale() -> None:
         build_model(ModelConfig(n=64), probe=_disk_probe(64), intensity_scale=0.0)
 
 
+def test_config_rejects_phase_activation() -> None:
+    with pytest.raises(InvalidInputError, match="phase_activation: invalid value 'relu'; use"):
+        ModelConfig(phase_activation="relu")  # type: ignore[arg-type]
+
+
 def test_compile_rejects_no_loss() -> None:
     config = ModelConfig(n=64, n_filters_scale=1, nll_weight=0.0, mae_weight=0.0)
     built = build_model(config, probe=_disk_probe(64), intensity_scale=1.0, seed=0)

@@ -50,6 +50,15 @@ def test_generated_object_spans_ranges() -> None:
     assert np.angle(obj).max() == pytest.approx(0.5, abs=1e-6)
 
 
+def test_phase_from_amplitude_pattern() -> None:
+    independent = build_inputs(SimulationConfig(**SMALL)).obj
+    tied = build_inputs(SimulationConfig(**SMALL, phase_pattern="amplitude")).obj
+    np.testing.assert_allclose(np.abs(tied), np.abs(independent), rtol=1e-6)
+    # Amplitude 0.3..1 and phase -0.5..0.5 rad come from one pattern: phase = (a - 0.65) / 0.7.
+    np.testing.assert_allclose(np.angle(tied), (np.abs(tied) - 0.65) / 0.7, atol=1e-5)
+    assert abs(np.corrcoef(np.abs(independent).ravel(), np.angle(independent).ravel())[0, 1]) < 0.5
+
+
 def test_grf_object_differs_from_lines() -> None:
     lines = build_inputs(SimulationConfig(**SMALL)).obj
     grf = build_inputs(SimulationConfig(**SMALL, object_kind="grf")).obj
@@ -101,6 +110,8 @@ def test_config_rejects_bad_values() -> None:
         SimulationConfig(object_kind="image")
     with pytest.raises(InvalidInputError, match="with_nominal: nominal positions"):
         SimulationConfig(with_nominal=True)
+    with pytest.raises(InvalidInputError, match="phase_pattern: invalid value 'same'; use"):
+        SimulationConfig(phase_pattern="same")  # type: ignore[arg-type]
 
 
 def test_config_round_trip() -> None:
@@ -250,11 +261,13 @@ def test_cli_writes_store(tmp_path: Path) -> None:
     status = simulate_workflow.main([
         str(tmp_path / "c.zarr"), "--n", "32", "--n-patterns", "20", "--object-size", "80",
         "--positions", "spiral", "--probe", "gaussian", "--no-noise", "--nphotons", "1e5",
-        "--npz", str(tmp_path / "c.npz"),
+        "--npz", str(tmp_path / "c.npz"), "--phase-pattern", "amplitude",
     ])
     assert status == 0
     assert _array(tmp_path / "c.zarr", "diffraction").shape == (20, 32, 32)
     assert (tmp_path / "c.npz").is_file()
+    obj = _array(tmp_path / "c.zarr", "object")
+    np.testing.assert_allclose(np.angle(obj), (np.abs(obj) - 0.65) / 0.7, atol=1e-5)
 
 
 def test_cli_invalid_option_exit_status(tmp_path: Path,

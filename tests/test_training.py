@@ -21,6 +21,7 @@ from ptychozarr.errors import InvalidInputError, MissingKeyError, OutputExistsEr
 from ptychozarr.grouping import group_dataset
 from ptychozarr.models import load_bundle
 from ptychozarr.models.bundle import save_untrained_bundle
+from ptychozarr.models.factory import probe_scale_for
 from ptychozarr.simulate import SimulationConfig, simulate_dataset
 from ptychozarr.training import TrainingResult, should_stream, split_groups, train
 from ptychozarr.workflows.train import main
@@ -170,6 +171,31 @@ def _command(store: Path, out: Path, *extra: str) -> list[str]:
     return ["--model", "pinn", str(store), "--group", VIEW, str(out), "--epochs", "3",
             "--batch-size", "4", "--validation-fraction", "0.1", "--seed", "2",
             "--n-filters-scale", "1", "--streaming", "--no-progress", *extra]
+
+
+def test_cli_probe_scale_auto(store_g1: Path, tmp_path: Path) -> None:
+    out = tmp_path / "auto"
+    arguments = ["--model", "pinn", str(store_g1), "--group", VIEW, str(out), "--epochs", "1",
+                 "--n-filters-scale", "1", "--no-progress", "--probe-scale", "auto"]
+
+    status = main(arguments)
+    probe = LazyContainer.open(store_g1, group=VIEW).probe_numpy()
+
+    assert status == 0
+    assert load_bundle(out).model_config.probe_scale == probe_scale_for(probe)
+    assert probe_scale_for(probe) != pytest.approx(4.0, rel=0.05)
+
+
+def test_cli_rejects_bad_probe_scale(store_g1: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", "pinn", str(store_g1), "--group", VIEW, str(tmp_path / "x"),
+              "--probe-scale", "-2"])
+
+    assert exit_info.value.code == 2
+    assert "--probe-scale: invalid value '-2'; use a positive number or auto" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()
 
 
 def _wait_for_checkpoint(pointer: Path, process: subprocess.Popen[bytes]) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
                          metavar=("LOW", "HIGH"),
                          help="phase range of generated and image objects in radians "
                          "(default: -0.5 0.5)")
+    objects.add_argument("--phase-pattern", choices=["independent", "amplitude"],
+                         default="independent",
+                         help="phase of generated objects from a second random pattern "
+                         "(default) or from the amplitude pattern itself, as in PtychoPINN's "
+                         "random-lines studies")
 
     probes = parser.add_argument_group("probe")
     probes.add_argument("--probe", dest="probe_kind", choices=["disk", "gaussian", "file"],
@@ -100,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n=options.n, n_patterns=options.n_patterns, object_kind=options.object_kind,
         object_path=options.object_file, object_size_px=options.object_size,
         amplitude_range=tuple(options.amplitude_range),
-        phase_range_rad=tuple(options.phase_range), probe_kind=options.probe_kind,
+        phase_range_rad=tuple(options.phase_range), phase_pattern=options.phase_pattern,
+        probe_kind=options.probe_kind,
         probe_path=options.probe_file, probe_sigma_px=options.probe_sigma,
         positions_kind=options.positions_kind, positions_path=options.positions_file,
         border_px=options.border, nphotons=options.nphotons, noise=not options.no_noise,

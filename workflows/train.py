@@ -12,6 +12,19 @@ from ptychozarr.cli import command
 logger = logging.getLogger(__name__)
 
 
+def _probe_scale(text: str) -> float | str:
+    """Parse ``--probe-scale``: ``auto`` or a positive number."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; use a positive number or auto")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ptychozarr train",
@@ -53,8 +66,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="multiplier of every convolution's filter count (default: 2)")
     model.add_argument("--amp-activation", choices=["sigmoid", "swish", "softplus", "relu"],
                        default="sigmoid", help="PINN amplitude activation (default: sigmoid)")
+    model.add_argument("--phase-activation", choices=["pi_tanh", "linear"], default="pi_tanh",
+                       help="PINN phase activation: pi * tanh as in PtychoPINN (default), or "
+                       "linear, which cannot saturate when the phase drifts towards ±pi")
     model.add_argument("--probe-trainable", action="store_true",
                        help="let the PINN refine the probe")
+    model.add_argument("--probe-scale", type=_probe_scale, default=4.0, metavar="SCALE",
+                       help="PINN probe normalisation P / (SCALE * mean|P| within N/4); "
+                       "'auto' picks the scale at which the data need an object amplitude of "
+                       "0.5, the middle of the sigmoid head (default: 4, as in PtychoPINN)")
     model.add_argument("--intensity-scale-trainable", action="store_true",
                        help="let the PINN refine the photon scale")
     model.add_argument("--nll-weight", type=float, default=1.0,
@@ -102,10 +122,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptychozarr.training import train
 
     container = LazyContainer.open(options.store, group=options.group)
+    probe_scale = options.probe_scale
+    if probe_scale == "auto" and options.model == "pinn":
+        from ptychozarr.models.factory import probe_scale_for
+
+        probe_scale = probe_scale_for(container.probe_numpy())
+        logger.info("Probe scale %.3g puts the data at an object amplitude of 0.5", probe_scale)
     model_config = ModelConfig(
         kind=options.model, n=container.n, gridsize=round(container.channels**0.5),
         n_filters_scale=options.n_filters_scale, amp_activation=options.amp_activation,
+        phase_activation=options.phase_activation,
         probe_trainable=options.probe_trainable,
+        probe_scale=4.0 if probe_scale == "auto" else probe_scale,
         intensity_scale_trainable=options.intensity_scale_trainable,
         max_offset_px=float(container.attrs.get("max_offset_px", 0.0)),
         nll_weight=options.nll_weight, mae_weight=options.mae_weight,

@@ -166,12 +166,14 @@ def save_untrained_bundle(store_path: str | os.PathLike[str], group: str,
                           path: str | os.PathLike[str], *,
                           kind: Literal["pinn", "baseline"] = "pinn",
                           n_filters_scale: int = 1, seed: int = 0,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, **model_options: Any) -> Path:
     """Build a model for a grouped view and save it, untrained, as a bundle.
 
     N, gridsize, K, alpha, the photon scale and the largest member offset come from the
-    attributes of ``groups/<group>``; a PINN takes the store's ``probe``. Meant for tests and
-    smoke runs of inference, where the predictions only need the right shapes and placement.
+    attributes of ``groups/<group>``; a PINN takes the store's ``probe``. ``model_options`` are
+    further :class:`~ptychozarr.config.ModelConfig` fields (``probe_scale``,
+    ``phase_activation``, ...). Meant for tests, smoke runs of inference, and the untrained
+    reference that a trained model's data residual is compared with.
 
     Returns
     -------
@@ -185,7 +187,8 @@ def save_untrained_bundle(store_path: str | os.PathLike[str], group: str,
     attributes: dict[str, Any] = dict(root[f"groups/{group}"].attrs)
     config = ModelConfig(kind=kind, n=int(attributes["n"]), gridsize=int(attributes["gridsize"]),
                          n_filters_scale=n_filters_scale,
-                         max_offset_px=float(attributes.get("max_offset_px", 0.0)))
+                         max_offset_px=float(attributes.get("max_offset_px", 0.0)),
+                         **model_options)
     stored_probe: Any = root.get("probe")
     probe = None if stored_probe is None else np.asarray(stored_probe[...])
     built = build_model(config, probe=probe, intensity_scale=float(attributes["intensity_scale"]),

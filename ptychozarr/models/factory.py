@@ -34,9 +34,19 @@ from ptychozarr.errors import InvalidInputError
 from ptychozarr.models.baseline import build_baseline
 from ptychozarr.models.pinn import build_pinn, poisson_nll_loss
 
-__all__ = ["BuiltModel", "build_model", "compile_model", "normalise_probe"]
+__all__ = [
+    "BuiltModel",
+    "build_model",
+    "compile_model",
+    "matching_object_amplitude",
+    "normalise_probe",
+    "probe_scale_for",
+]
 
 logger = logging.getLogger(__name__)
+
+SATURATING_AMPLITUDE = 0.75
+"""Matching object amplitude above which building a PINN with a sigmoid head logs a warning."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,52 @@ def normalise_probe(probe: np.ndarray, *, probe_scale: float) -> np.ndarray:
     return (values / (probe_scale * central_mean)).astype(np.complex64)
 
 
+def matching_object_amplitude(probe: np.ndarray, *, probe_scale: float) -> float:
+    """Return the object amplitude that the normalised data need with this probe.
+
+    Grouping scales every pattern set so that the mean summed squared amplitude is ``(N/2)**2``.
+    By Parseval's theorem, a uniform object of amplitude ``a`` under the normalised probe
+    ``P_n`` diffracts ``a**2 * sum|P_n|**2``, so the data are matched by
+    ``a = (N/2) / sqrt(sum|P_n|**2)``. With the default probe and ``probe_scale`` 4 this is
+    about 0.64. Near 1 a sigmoid amplitude head works at its ceiling, where it saturates.
+
+    Parameters
+    ----------
+    probe
+        (N, N) complex probe as stored.
+    probe_scale
+        Divisor of the normalised probe (see :func:`normalise_probe`).
+
+    Returns
+    -------
+    float
+        The matching amplitude (dimensionless).
+    """
+    normalised = normalise_probe(probe, probe_scale=probe_scale)
+    energy = float(np.sum(np.abs(normalised) ** 2))
+    return normalised.shape[0] / 2 / math.sqrt(energy)
+
+
+def probe_scale_for(probe: np.ndarray, *, object_amplitude: float = 0.5) -> float:
+    """Return the ``probe_scale`` whose matching object amplitude is ``object_amplitude``.
+
+    The matching amplitude is proportional to ``probe_scale``
+    (see :func:`matching_object_amplitude`), so one evaluation fixes the ratio. The default 0.5
+    puts the data in the middle of a sigmoid amplitude head.
+
+    Returns
+    -------
+    float
+        The probe scale (> 0), rounded to three significant digits.
+    """
+    if not 0 < object_amplitude < 1:
+        raise InvalidInputError(
+            f"object_amplitude: invalid value {object_amplitude!r}; use a value in (0, 1)."
+        )
+    per_unit_scale = matching_object_amplitude(probe, probe_scale=1.0)
+    return float(f"{object_amplitude / per_unit_scale:.3g}")
+
+
 def _check_scale(intensity_scale: float) -> None:
     if not (math.isfinite(intensity_scale) and intensity_scale > 0):
         raise InvalidInputError(
@@ -131,7 +187,21 @@ def _pinn_probe(config: ModelConfig, probe: np.ndarray | None) -> np.ndarray:
             "members further from their centroid are cut off. Pass the group's `max_offset_px`.",
             config.gridsize,
         )
+    _warn_if_saturating(config, probe)
     return normalise_probe(probe, probe_scale=config.probe_scale)
+
+
+def _warn_if_saturating(config: ModelConfig, probe: np.ndarray) -> None:
+    if config.amp_activation != "sigmoid":
+        return
+    amplitude = matching_object_amplitude(probe, probe_scale=config.probe_scale)
+    if amplitude > SATURATING_AMPLITUDE:
+        logger.warning(
+            "With probe_scale %.3g the data need an object amplitude of about %.2f, close to the "
+            "sigmoid head's ceiling of 1, so the amplitude output can saturate and training "
+            "stall. Use probe_scale %.3g (--probe-scale auto), which puts it at 0.5.",
+            config.probe_scale, amplitude, probe_scale_for(probe),
+        )
 
 
 def build_model(config: ModelConfig, *, probe: np.ndarray | None, intensity_scale: float,

@@ -15,7 +15,8 @@ N     encoder                    each decoder
 ====  =========================  ==============================
 
 The amplitude head ends in ``amp_activation`` (sigmoid by default), the phase head in
-``pi * tanh``. There are no skip connections.
+``pi * tanh`` or, with ``phase_activation="linear"``, in no activation. There are no skip
+connections.
 
 Forward model, per group of C = gridsize**2 members:
 
@@ -130,7 +131,10 @@ def _complex_patches(features: Any, config: ModelConfig, seeds: Iterator[int] | 
     phase = layers.decoder_blocks(features, filters, prefix="phase_decoder", seeds=seeds)
     phase = keras.layers.Conv2D(config.channels, 3, padding="same", name="phase_head",
                                 kernel_initializer=layers.kernel_initializer(seeds))(phase)
-    phase = layers.PhaseActivation(name="phase_activation")(phase)
+    if config.phase_activation == "linear":
+        phase = keras.layers.Identity(name="phase_activation")(phase)
+    else:
+        phase = layers.PhaseActivation(name="phase_activation")(phase)
 
     name = "object" if config.gridsize == 1 else "patches"
     return layers.ComplexFromPolar(name=name)([amplitude, phase])
