@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "write a store back as a PtychoPINN raw NPZ"),
     "simulate": ("simulate", "simulate a far-field dataset into a store"),
     "group": ("group", "group scan positions into model inputs (groups/<name>)"),
+    "refine-probe": ("refine_probe", "refine the store's probe with ePIE before training a PINN"),
     "train": ("train", "train a PINN or baseline model into a bundle"),
     "compare-models": ("compare_models", "compare PINN, baseline and reconstructions on a store"),
     "reconstruct": ("reconstruct", "run one model over a store and export the stitched object"),

@@ -131,12 +131,12 @@ def _check_data(container: LazyContainer, config: ModelConfig) -> ModelConfig:
     return config
 
 
-def _build(container: LazyContainer, config: ModelConfig, training: TrainingConfig) -> BuiltModel:
+def _build(config: ModelConfig, training: TrainingConfig, *, probe: np.ndarray | None,
+           intensity_scale: float) -> BuiltModel:
     from ptychozarr.models.factory import build_model, compile_model
 
-    probe = container.probe_numpy() if config.kind == "pinn" else None
-    built = build_model(config, probe=probe, intensity_scale=container.norm_Y_I,
-                        seed=training.seed)
+    built = build_model(config, probe=probe if config.kind == "pinn" else None,
+                        intensity_scale=intensity_scale, seed=training.seed)
     compile_model(built, learning_rate=training.learning_rate)
     return built
 
@@ -344,7 +344,7 @@ def _grouping(container: LazyContainer) -> dict[str, Any]:
 def train(container: LazyContainer, model_config: ModelConfig,
           training_config: TrainingConfig, *, out: str | os.PathLike[str] | None = None,
           use_streaming: bool | None = None, resume: bool = False, overwrite: bool = False,
-          callbacks: Sequence[Any] = ()) -> TrainingResult:
+          callbacks: Sequence[Any] = (), probe: np.ndarray | None = None) -> TrainingResult:
     """Train ``model_config``'s network on the groups of ``container``.
 
     Parameters
@@ -371,6 +371,9 @@ def train(container: LazyContainer, model_config: ModelConfig,
         Replace an existing bundle at ``out`` and discard an interrupted run.
     callbacks
         Extra Keras callbacks (for example a progress bar).
+    probe
+        (N, N) complex probe that replaces the store's for a PINN, for example one refined by
+        :func:`ptychozarr.probe_refinement.refine_probe`. The bundle records the probe used.
 
     Returns
     -------
@@ -400,7 +403,9 @@ def train(container: LazyContainer, model_config: ModelConfig,
         checkpoints = _Checkpoints(partial, _identity(container, config, training_config))
         restored = _resume_state(checkpoints, resume=resume)
 
-    built = _build(container, config, training_config)
+    if probe is None and kind == "pinn":
+        probe = container.probe_numpy()
+    built = _build(config, training_config, probe=probe, intensity_scale=container.norm_Y_I)
     initial_epoch = 0 if restored is None else int(restored["epoch"])
     history: dict[str, list[float]] = {} if restored is None else {
         name: list(values) for name, values in restored["history"].items()}
@@ -421,6 +426,7 @@ def train(container: LazyContainer, model_config: ModelConfig,
     bundle_path = None
     if out is not None:
         bundle_path = _save(Path(out), built, container, config, training_config, history,
+                            probe=probe if probe is not None else _optional_probe(container),
                             overwrite=overwrite)
     return TrainingResult(built, config, history, streaming, initial_epoch, bundle_path)
 
@@ -454,10 +460,9 @@ def _fit(built: BuiltModel, train_set: LazyContainer, validation_set: LazyContai
 
 def _save(out: Path, built: BuiltModel, container: LazyContainer, config: ModelConfig,
           training: TrainingConfig, history: dict[str, list[float]], *,
-          overwrite: bool) -> Path:
+          probe: np.ndarray | None, overwrite: bool) -> Path:
     from ptychozarr.models.bundle import save_bundle
 
-    probe = container.probe_numpy() if config.kind == "pinn" else _optional_probe(container)
     path = save_bundle(out, built, model_config=config, training_config=training,
                        history=history, alpha=float(container.attrs.get("alpha", 1.0)),
                        intensity_scale=container.norm_Y_I, probe=probe,

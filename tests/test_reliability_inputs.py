@@ -242,6 +242,15 @@ def _train(inputs: Inputs, store: Path, *extra: str) -> list[str]:
             "--epochs", "1", "--n-filters-scale", "1", "--no-progress", *extra]
 
 
+def _refine_plain_zarr(inputs: Inputs) -> list[str]:
+    zarr.open_group(str(inputs.path("plain.zarr")), mode="w")
+    return [str(inputs.path("plain.zarr")), str(inputs.path("probe.npy"))]
+
+
+def _refine_empty_region(inputs: Inputs) -> list[str]:
+    return [str(inputs.store()), str(inputs.path("probe.npy")), "--region", "box:0,1,0,1"]
+
+
 def _train_missing_view(inputs: Inputs) -> list[str]:
     arguments = _train(inputs, inputs.store())
     arguments[arguments.index("--group") + 1] = "absent"
@@ -430,6 +439,12 @@ CASES = {
     "group-negative-nphotons": Case(
         "group", _group_negative_nphotons,
         r"root attribute nphotons=-3\.0 is not a positive number\. Pass nphotons explicitly"),
+    "refine-probe-plain-zarr": Case(
+        "refine_probe", _refine_plain_zarr,
+        r"plain\.zarr: not a ptychozarr store .*Create one with `ptychozarr convert`"),
+    "refine-probe-empty-region": Case(
+        "refine_probe", _refine_empty_region,
+        r"region: 'box:0,1,0,1' contains no scan position of .*data\.zarr; choose a region"),
     "train-missing-view": Case(
         "train", _train_missing_view,
         r"grouped view 'absent' not found; the store has \['g1-.*'\]\. Create it with "
@@ -514,5 +529,6 @@ def test_bad_input_rejected(name: str, tmp_path: Path, request: pytest.FixtureRe
 
 def test_corpus_covers_commands() -> None:
     commands = {case.command for case in CASES.values()}
-    assert commands == {"convert", "simulate", "group", "train", "reconstruct", "compare_models"}
+    assert commands == {"convert", "simulate", "group", "refine_probe", "train", "reconstruct",
+                        "compare_models"}
     assert len(CASES) >= 25

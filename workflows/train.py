@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ptychozarr.cli import command
@@ -23,6 +24,26 @@ def _probe_scale(text: str) -> float | str:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}; use a positive number or auto")
     return value
+
+
+def _read_probe(path: str) -> Any:
+    """Read an (N, N) probe from a .npy file, without unpickling."""
+    import numpy as np
+
+    from ptychozarr.errors import InputFileError, InputFileNotFoundError
+
+    if not Path(path).is_file():
+        raise InputFileNotFoundError(f"--probe-file: {path} not found; give an .npy file such as "
+                               "`ptychozarr refine-probe` writes.")
+    try:
+        probe = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise InputFileError(f"--probe-file: {path} is not a plain .npy array ({error}).") \
+            from error
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise InputFileError(f"--probe-file: {path} holds shape {probe.shape!r}; expected a "
+                                "square (N, N) probe.")
+    return probe.astype(np.complex64)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                        "linear, which cannot saturate when the phase drifts towards ±pi")
     model.add_argument("--probe-trainable", action="store_true",
                        help="let the PINN refine the probe")
+    model.add_argument("--probe-file", metavar="PATH",
+                       help="(N, N) complex .npy probe to train the PINN with instead of the "
+                       "store's, e.g. from `ptychozarr refine-probe`")
     model.add_argument("--probe-scale", type=_probe_scale, default=4.0, metavar="SCALE",
                        help="PINN probe normalisation P / (SCALE * mean|P| within N/4); "
                        "'auto' picks the scale at which the data need an object amplitude of "
@@ -122,11 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ptychozarr.training import train
 
     container = LazyContainer.open(options.store, group=options.group)
+    probe = None if options.probe_file is None else _read_probe(options.probe_file)
     probe_scale = options.probe_scale
     if probe_scale == "auto" and options.model == "pinn":
         from ptychozarr.models.factory import probe_scale_for
 
-        probe_scale = probe_scale_for(container.probe_numpy())
+        probe_scale = probe_scale_for(container.probe_numpy() if probe is None else probe)
         logger.info("Probe scale %.3g puts the data at an object amplitude of 0.5", probe_scale)
     model_config = ModelConfig(
         kind=options.model, n=container.n, gridsize=round(container.channels**0.5),
@@ -146,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     callbacks = [] if options.no_progress else [_progress_callback()]
     result = train(container, model_config, training_config, out=options.out,
                    use_streaming=options.streaming, resume=options.resume,
-                   overwrite=options.overwrite, callbacks=callbacks)
+                   overwrite=options.overwrite, callbacks=callbacks, probe=probe)
     final = {name: values[-1] for name, values in result.history.items() if values}
     logger.info("Saved %s bundle to %s after %d epochs (%s)", options.model, result.bundle_path,
                 len(result.history.get("loss", [])),
