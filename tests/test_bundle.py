@@ -21,6 +21,7 @@ from ptychozarr.models import (
     BuiltModel,
     build_model,
     load_bundle,
+    normalise_probe,
     save_bundle,
     save_untrained_bundle,
 )
@@ -276,8 +277,10 @@ def test_untrained_bundle_for_group(tmp_path: Path, grouped_store_factory: Any) 
 
 def test_untrained_bundle_model_options(tmp_path: Path, grouped_store_factory: Any) -> None:
     store = grouped_store_factory(tmp_path / "store.zarr", n_groups=4, gridsize=1)
+    probe = _probe() * np.exp(0.5j)
     path = save_untrained_bundle(store, "synthetic", tmp_path / "bundle", probe_scale=2.5,
-                                 phase_activation="linear")
-    config = load_bundle(path).model_config
-    assert config.probe_scale == 2.5
-    assert config.phase_activation == "linear"
+                                 phase_activation="linear", probe=probe)
+    bundle = load_bundle(path)
+    assert bundle.model_config.probe_scale == 2.5
+    assert bundle.model_config.phase_activation == "linear"
+    np.testing.assert_allclose(bundle.probe, normalise_probe(probe, probe_scale=2.5), rtol=1e-6)

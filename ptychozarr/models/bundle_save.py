@@ -166,11 +166,13 @@ def save_untrained_bundle(store_path: str | os.PathLike[str], group: str,
                           path: str | os.PathLike[str], *,
                           kind: Literal["pinn", "baseline"] = "pinn",
                           n_filters_scale: int = 1, seed: int = 0,
-                          overwrite: bool = False, **model_options: Any) -> Path:
+                          overwrite: bool = False, probe: np.ndarray | None = None,
+                          **model_options: Any) -> Path:
     """Build a model for a grouped view and save it, untrained, as a bundle.
 
     N, gridsize, K, alpha, the photon scale and the largest member offset come from the
-    attributes of ``groups/<group>``; a PINN takes the store's ``probe``. ``model_options`` are
+    attributes of ``groups/<group>``; a PINN takes ``probe`` or else the store's ``probe``
+    array. ``model_options`` are
     further :class:`~ptychozarr.config.ModelConfig` fields (``probe_scale``,
     ``phase_activation``, ...). Meant for tests, smoke runs of inference, and the untrained
     reference that a trained model's data residual is compared with.
@@ -190,7 +192,8 @@ def save_untrained_bundle(store_path: str | os.PathLike[str], group: str,
                          max_offset_px=float(attributes.get("max_offset_px", 0.0)),
                          **model_options)
     stored_probe: Any = root.get("probe")
-    probe = None if stored_probe is None else np.asarray(stored_probe[...])
+    if probe is None and stored_probe is not None:
+        probe = np.asarray(stored_probe[...])
     built = build_model(config, probe=probe, intensity_scale=float(attributes["intensity_scale"]),
                         seed=seed)
     return save_bundle(path, built, model_config=config, training_config=TrainingConfig(epochs=1),
