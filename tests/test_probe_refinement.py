@@ -100,7 +100,7 @@ def test_train_with_probe_file(tmp_path: Path, grouped_store_factory: Any) -> No
 
 @pytest.mark.parametrize(("content", "message"), [
     (None, "probe.npy not found"),
-    (np.ones((4, 5), np.complex64), r"holds shape \(4, 5\); expected a square"),
+    (np.ones((4, 5), np.complex64), r"has invalid shape \(4, 5\); expected a square"),
 ])
 def test_train_rejects_probe_file(tmp_path: Path, content: np.ndarray | None,
                                   message: str) -> None:

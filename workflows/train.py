@@ -33,16 +33,16 @@ def _read_probe(path: str) -> Any:
     from ptychozarr.errors import InputFileError, InputFileNotFoundError
 
     if not Path(path).is_file():
-        raise InputFileNotFoundError(f"--probe-file: {path} not found; give an .npy file such as "
-                               "`ptychozarr refine-probe` writes.")
+        raise InputFileNotFoundError(f"--probe-file: {path} not found; give an .npy file such "
+                                     "as `ptychozarr refine-probe` writes.")
     try:
         probe = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise InputFileError(f"--probe-file: {path} is not a plain .npy array ({error}).") \
-            from error
+        message = f"--probe-file: {path} is not a plain .npy array ({error})."
+        raise InputFileError(message) from error
     if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise InputFileError(f"--probe-file: {path} holds shape {probe.shape!r}; expected a "
-                                "square (N, N) probe.")
+        raise InputFileError(f"--probe-file: {path} has invalid shape {probe.shape!r}; expected a "
+                             "square (N, N) probe.")
     return probe.astype(np.complex64)
 
 
