@@ -38,7 +38,14 @@ from ptychozarr.store import GROUP_ARRAYS, create_array, open_store, stage_subgr
 from ptychozarr.store.create import default_chunk_frames
 from ptychozarr.store.schema import format_block
 
-__all__ = ["DEFAULT_NPHOTONS", "GroupIndex", "build_groups", "group_dataset", "select_region"]
+__all__ = [
+    "DEFAULT_NPHOTONS",
+    "GroupIndex",
+    "build_groups",
+    "group_dataset",
+    "read_positions",
+    "select_region",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +348,14 @@ def _array(root: zarr.Group, name: str, where: str) -> zarr.Array:
     return array
 
 
-def _read_positions(root: zarr.Group, where: str) -> np.ndarray:
+def read_positions(root: zarr.Group, where: str) -> np.ndarray:
+    """Read a store's positions as (scan, 2) float64 ``(x, y)`` object pixels.
+
+    Raises
+    ------
+    InvalidInputError
+        The positions are not in pixels.
+    """
     columns = []
     for name in ("xcoords", "ycoords"):
         array = _array(root, name, where)
@@ -412,7 +426,7 @@ def group_dataset(store_path: str | os.PathLike[str], config: GroupingConfig, *,
     n = int(diffraction.shape[-1])
     view_name = name or config.default_name()
 
-    index = build_groups(_read_positions(root, where), config)
+    index = build_groups(read_positions(root, where), config)
     logger.info("Grouping %s: %d groups of %d from %d positions", where, len(index.indices),
                 config.channels, diffraction.shape[0])
     alpha = input_normalisation(diffraction, index.indices)

@@ -24,7 +24,7 @@ import zarr
 from ptychozarr.config import GroupingConfig
 from ptychozarr.errors import BundleError, MissingKeyError
 from ptychozarr.models.bundle_format import MANIFEST_FILE, PROBE_FILE, read_manifest
-from ptychozarr.store import open_store
+from ptychozarr.store import open_store, required_array
 
 __all__ = [
     "BundleInfo",
@@ -154,14 +154,6 @@ def resolve_group(store: str | os.PathLike[str], info: BundleInfo, *, group: str
 
 
 # Arrays of a grouped view ---------------------------------------------------------------------
-
-def required_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
-    """Return the array at ``path``, or raise :class:`MissingKeyError` naming ``where``."""
-    array = root.get(path)
-    if not isinstance(array, zarr.Array):
-        raise MissingKeyError(f"{where}: array {path!r} is missing; the store is incomplete.")
-    return array
-
 
 def open_grouped_arrays(root: zarr.Group, group: str, *, where: str) -> dict[str, da.Array]:
     """Open X, relative and offsets of ``groups/<group>`` as Dask arrays chunked like X."""

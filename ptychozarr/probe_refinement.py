@@ -3,12 +3,11 @@
 The PINN takes the probe as given. A probe that is only an initial guess, such as a zone-plate
 model or a probe from another beam time, leaves errors that the network can only absorb into the
 object. On measured data, a probe refined by a conventional reconstruction therefore trains
-better. ePIE updates
-an object and the probe position by position: the exit wave ``P * O_j`` is propagated, its far
-field takes the measured amplitude where the detector is valid, and the change of the exit wave
-is shared between object and probe.
+better. ePIE updates an object and the probe position by position. The exit wave ``P * O_j``
+is propagated, and its far field takes the measured amplitude where the detector is valid. The
+resulting change of the exit wave is then shared between object and probe.
 
-The diffraction is read one chunk at a time, in a shuffled chunk order, so memory holds one
+The diffraction is read one chunk at a time, in a shuffled chunk order, so memory contains one
 chunk, the object and the probe.
 """
 
@@ -23,9 +22,9 @@ import numpy as np
 import zarr
 
 from ptychozarr.config import ConfigBase, require
-from ptychozarr.errors import InvalidInputError, MissingKeyError
-from ptychozarr.grouping import select_region
-from ptychozarr.store import open_store
+from ptychozarr.errors import InvalidInputError
+from ptychozarr.grouping import read_positions, select_region
+from ptychozarr.store import open_store, required_array
 
 __all__ = ["ProbeRefinementConfig", "ProbeRefinementResult", "refine_probe"]
 
@@ -87,28 +86,20 @@ class ProbeRefinementResult:
     positions_used: int
 
 
-def _array(root: zarr.Group, name: str, store: str) -> zarr.Array:
-    array = root.get(name)
-    if not isinstance(array, zarr.Array):
-        raise MissingKeyError(f"{store}: array {name!r} is missing; refine_probe needs "
-                              "diffraction, probe, xcoords and ycoords.")
-    return array
-
-
 def _read_inputs(store_path: str | os.PathLike[str]
                  ) -> tuple[zarr.Array, np.ndarray, np.ndarray, np.ndarray]:
     """Open the diffraction and read the probe, the positions (scan, 2) ``(x, y)`` and the mask."""
     store = str(store_path)
     root = open_store(store_path)
-    diffraction = _array(root, "diffraction", store)
-    probe = np.asarray(_array(root, "probe", store)[...]).astype(np.complex128)
-    positions = np.stack([_array(root, name, store)[...] for name in ("xcoords", "ycoords")],
-                         axis=1).astype(np.float64)
+    diffraction = required_array(root, "diffraction", where=store)
+    probe = np.asarray(required_array(root, "probe", where=store)[...]).astype(np.complex128)
+    positions = read_positions(root, store)
 
     n = probe.shape[0]
     if diffraction.shape[1:] != (n, n):
         raise InvalidInputError(f"{store}: diffraction patterns {diffraction.shape[1:]!r} and "
-                                f"probe {probe.shape!r} differ in size; they must both be N x N.")
+                                f"probe {probe.shape!r} differ in size; they must both be N x N. "
+                                "Convert the data with a probe cropped or padded to N x N.")
     stored_mask = root.get("mask")
     mask = (np.asarray(stored_mask[...], bool) if isinstance(stored_mask, zarr.Array)
             else np.ones((n, n), bool))

@@ -76,7 +76,7 @@ def test_probe_scale_for_centres_sigmoid() -> None:
 
 
 def test_saturating_probe_scale_warns(caplog: pytest.LogCaptureFixture) -> None:
-    # The normalisation measures the mean amplitude within N/4 of the centre; a Gaussian probe
+    # The normalisation measures the mean amplitude within N/4 of the centre. A Gaussian probe
     # of this width has relatively less energy, so the data need a larger object amplitude.
     wide = sample_models.gaussian_probe(64, 12.0)
     assert matching_object_amplitude(wide, probe_scale=4.0) > 0.75

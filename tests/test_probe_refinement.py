@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from ptychozarr.errors import InputFileError, InputFileNotFoundError, InvalidInputError
+from ptychozarr.errors import InvalidInputError
 from ptychozarr.models import load_bundle, normalise_probe
 from ptychozarr.probe_refinement import ProbeRefinementConfig, refine_probe
 from ptychozarr.simulate import SimulationConfig, simulate_dataset
@@ -99,15 +100,20 @@ def test_train_with_probe_file(tmp_path: Path, grouped_store_factory: Any) -> No
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "probe.npy not found"),
-    (np.ones((4, 5), np.complex64), r"has invalid shape \(4, 5\); expected a square"),
+    (None, r"probe\.npy: probe file not found\. Check the path"),
+    (np.ones((4, 5), np.complex64), r"probe has shape \(4, 5\); expected a square \(N, N\)"),
 ])
-def test_train_rejects_probe_file(tmp_path: Path, content: np.ndarray | None,
-                                  message: str) -> None:
+def test_train_rejects_probe_file(tmp_path: Path, grouped_store_factory: Any,
+                                  capsys: pytest.CaptureFixture[str],
+                                  content: np.ndarray | None, message: str) -> None:
+    store = Path(grouped_store_factory(tmp_path / "g1.zarr", n_groups=4, gridsize=1))
     probe_file = tmp_path / "probe.npy"
     if content is not None:
         np.save(probe_file, content)
-    error = InputFileNotFoundError if content is None else InputFileError
 
-    with pytest.raises(error, match=message):
-        train_workflow._read_probe(str(probe_file))
+    status = train_workflow.main(["--model", "pinn", str(store), "--group", "synthetic",
+                                  str(tmp_path / "pinn"), "--probe-file", str(probe_file)])
+
+    assert status == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "pinn").exists()

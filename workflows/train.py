@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ptychozarr.cli import command
@@ -24,26 +23,6 @@ def _probe_scale(text: str) -> float | str:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}; use a positive number or auto")
     return value
-
-
-def _read_probe(path: str) -> Any:
-    """Read an (N, N) probe from a .npy file, without unpickling."""
-    import numpy as np
-
-    from ptychozarr.errors import InputFileError, InputFileNotFoundError
-
-    if not Path(path).is_file():
-        raise InputFileNotFoundError(f"--probe-file: {path} not found; give an .npy file such "
-                                     "as `ptychozarr refine-probe` writes.")
-    try:
-        probe = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        message = f"--probe-file: {path} is not a plain .npy array ({error})."
-        raise InputFileError(message) from error
-    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise InputFileError(f"--probe-file: {path} has invalid shape {probe.shape!r}; expected a "
-                             "square (N, N) probe.")
-    return probe.astype(np.complex64)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--probe-trainable", action="store_true",
                        help="let the PINN refine the probe")
     model.add_argument("--probe-file", metavar="PATH",
-                       help="(N, N) complex .npy probe to train the PINN with instead of the "
-                       "store's, e.g. from `ptychozarr refine-probe`")
+                       help="probe to train the PINN with instead of the store's: an (N, N) "
+                       ".npy array (e.g. from `ptychozarr refine-probe`) or an NPZ's probeGuess")
     model.add_argument("--probe-scale", type=_probe_scale, default=4.0, metavar="SCALE",
                        help="PINN probe normalisation P / (SCALE * mean|P| within N/4); "
                        "'auto' picks the scale at which the data need an object amplitude of "
@@ -143,10 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ptychozarr.config import ModelConfig, TrainingConfig
     from ptychozarr.container import LazyContainer
+    from ptychozarr.sample_models import load_probe
     from ptychozarr.training import train
 
     container = LazyContainer.open(options.store, group=options.group)
-    probe = None if options.probe_file is None else _read_probe(options.probe_file)
+    probe = None if options.probe_file is None else load_probe(options.probe_file)
     probe_scale = options.probe_scale
     if probe_scale == "auto" and options.model == "pinn":
         from ptychozarr.models.factory import probe_scale_for

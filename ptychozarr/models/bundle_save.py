@@ -172,10 +172,9 @@ def save_untrained_bundle(store_path: str | os.PathLike[str], group: str,
 
     N, gridsize, K, alpha, the photon scale and the largest member offset come from the
     attributes of ``groups/<group>``; a PINN takes ``probe`` or else the store's ``probe``
-    array. ``model_options`` are
-    further :class:`~ptychozarr.config.ModelConfig` fields (``probe_scale``,
-    ``phase_activation``, ...). Meant for tests, smoke runs of inference, and the untrained
-    reference that a trained model's data residual is compared with.
+    array. ``model_options`` are further :class:`~ptychozarr.config.ModelConfig` fields
+    (``probe_scale``, ``phase_activation``, ...). Meant for tests, smoke runs of inference, and
+    the untrained reference that a trained model's data residual is compared with.
 
     Returns
     -------

@@ -24,7 +24,14 @@ from ptychozarr.errors import (
 from ptychozarr.store.checked import ChecksumStore
 from ptychozarr.store.schema import REQUIRED_RAW_ARRAYS, check_format_version
 
-__all__ = ["StorePath", "open_dataset", "open_datatree", "open_store", "store_location"]
+__all__ = [
+    "StorePath",
+    "open_dataset",
+    "open_datatree",
+    "open_store",
+    "required_array",
+    "store_location",
+]
 
 StorePath = str | os.PathLike[str]
 
@@ -115,6 +122,14 @@ def open_store(path: StorePath, *, mode: Literal["r", "r+"] = "r") -> zarr.Group
                 "re-create it with `ptychozarr convert`."
             )
     return group
+
+
+def required_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
+    """Return the array at ``path``, or raise :class:`MissingKeyError` naming ``where``."""
+    array = root.get(path)
+    if not isinstance(array, zarr.Array):
+        raise MissingKeyError(f"{where}: array {path!r} is missing; the store is incomplete.")
+    return array
 
 
 def open_dataset(path: StorePath, **kwargs: Any) -> xr.Dataset:
