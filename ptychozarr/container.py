@@ -27,7 +27,7 @@ import zarr
 from zarr.abc.store import Store
 
 from ptychozarr.errors import InvalidInputError, MissingKeyError, StoreSchemaError
-from ptychozarr.store.open import open_store
+from ptychozarr.store.open import open_store, read_probe
 from ptychozarr.store.schema import check_format_version
 
 if TYPE_CHECKING:
@@ -109,13 +109,7 @@ class _StoreSource:
         return members.mean(axis=1, keepdims=True) - members
 
     def read_probe(self) -> np.ndarray:
-        if "probe" not in self.root:
-            raise MissingKeyError(
-                f"{self.where}: the store has no 'probe' array. A PINN needs the illumination; "
-                "convert the data with a probe (an NPZ key named by `ptychozarr convert "
-                "--probe-key`, 'probeGuess' by default)."
-            )
-        return np.asarray(self._root_array("probe")[...], dtype=np.complex64)
+        return read_probe(self.root, where=self.where)
 
     def _root_array(self, name: str) -> zarr.Array:
         array = self.root[name]

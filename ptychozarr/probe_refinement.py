@@ -24,7 +24,7 @@ import zarr
 from ptychozarr.config import ConfigBase, require
 from ptychozarr.errors import InvalidInputError
 from ptychozarr.grouping import read_positions, select_region
-from ptychozarr.store import open_store, required_array
+from ptychozarr.store import open_store, read_probe, required_array
 
 __all__ = ["ProbeRefinementConfig", "ProbeRefinementResult", "refine_probe"]
 
@@ -92,7 +92,7 @@ def _read_inputs(store_path: str | os.PathLike[str]
     store = str(store_path)
     root = open_store(store_path)
     diffraction = required_array(root, "diffraction", where=store)
-    probe = np.asarray(required_array(root, "probe", where=store)[...]).astype(np.complex128)
+    probe = read_probe(root, where=store).astype(np.complex128)
     positions = read_positions(root, store)
 
     n = probe.shape[0]

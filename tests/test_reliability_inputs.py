@@ -251,6 +251,13 @@ def _refine_empty_region(inputs: Inputs) -> list[str]:
     return [str(inputs.store()), str(inputs.path("probe.npy")), "--region", "box:0,1,0,1"]
 
 
+def _refine_without_probe(inputs: Inputs) -> list[str]:
+    store = inputs.store()
+    shutil.rmtree(store / "probe")
+    consolidate(store)
+    return [str(store), str(inputs.path("probe.npy"))]
+
+
 def _train_missing_view(inputs: Inputs) -> list[str]:
     arguments = _train(inputs, inputs.store())
     arguments[arguments.index("--group") + 1] = "absent"
@@ -459,7 +466,12 @@ CASES = {
         r"array 'groups/g1-.*/X', chunk \(2, 0, 0, 0\): the stored bytes .* fail their CRC32C"),
     "train-without-probe": Case(
         "train", _train_without_probe,
-        r"the store has no 'probe' array\. A PINN needs the illumination.*--probe-key"),
+        r"the store has no 'probe' array\. A PINN and probe refinement need the illumination.*"
+        r"--probe-key"),
+    "refine-probe-without-probe": Case(
+        "refine_probe", _refine_without_probe,
+        r"the store has no 'probe' array\. A PINN and probe refinement need the illumination.*"
+        r"--probe-key"),
     "reconstruct-other-n": Case(
         "reconstruct", _reconstruct_other_n,
         r"trained on N=64 patterns, but .*n32\.zarr: diffraction has N=32\. Use a bundle "

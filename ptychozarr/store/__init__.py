@@ -1,7 +1,13 @@
 """The dataset store: schema, creation, opening and verification."""
 
 from ptychozarr.store.create import StoreWriter, consolidate, create_array, stage_subgroup
-from ptychozarr.store.open import open_dataset, open_datatree, open_store, required_array
+from ptychozarr.store.open import (
+    open_dataset,
+    open_datatree,
+    open_store,
+    read_probe,
+    required_array,
+)
 from ptychozarr.store.schema import (
     FORMAT_VERSION,
     GROUP_ARRAYS,
@@ -22,6 +28,7 @@ __all__ = [
     "open_dataset",
     "open_datatree",
     "open_store",
+    "read_probe",
     "required_array",
     "stage_subgroup",
 ]

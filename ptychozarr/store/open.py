@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.storage import FsspecStore, LocalStore, ZipStore
@@ -130,6 +131,19 @@ def required_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
     if not isinstance(array, zarr.Array):
         raise MissingKeyError(f"{where}: array {path!r} is missing; the store is incomplete.")
     return array
+
+
+def read_probe(root: zarr.Group, *, where: str) -> np.ndarray:
+    """Read the store's (N, N) probe as complex64, or raise a :class:`MissingKeyError` that says
+    how to convert the data with one."""
+    array = root.get("probe")
+    if not isinstance(array, zarr.Array):
+        raise MissingKeyError(
+            f"{where}: the store has no 'probe' array. A PINN and probe refinement need the "
+            "illumination; convert the data with a probe (an NPZ key named by `ptychozarr "
+            "convert --probe-key`, 'probeGuess' by default)."
+        )
+    return np.asarray(array[...], dtype=np.complex64)
 
 
 def open_dataset(path: StorePath, **kwargs: Any) -> xr.Dataset:
