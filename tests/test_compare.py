@@ -198,6 +198,19 @@ def test_reconstruct_exports_object(scored: dict[str, Path], dask_client: Any, t
             assert handle["object"].attrs["pixel_size_m"] == pytest.approx(2e-8)
 
 
+@pytest.mark.parametrize(("flags", "bar_drawn"), [([], True), (["--no-progress"], False)],
+                         ids=["default", "no-progress"])
+def test_reconstruct_progress_bar_option(scored: dict[str, Path], dask_client: Any,
+                                         tmp_path: Path, capsys: Any, flags: list[str],
+                                         bar_drawn: bool) -> None:
+    store = _copy_store(scored["store"], tmp_path / "data.zarr")
+    status = reconstruct_workflow.main([str(store), "--model", str(scored["pinn"]),
+                                        str(tmp_path / "object.npz"), "--scheduler",
+                                        dask_client.scheduler.address, *flags])
+    assert status == 0
+    assert ("% Completed" in capsys.readouterr().out) is bar_drawn
+
+
 def _kill_one_worker_when_busy(client: Any, stop: threading.Event, killed: list[int]) -> None:
     """Kill the first worker process that runs a prediction task (SIGKILL, as a crash)."""
     while not stop.is_set():

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="groups (PINN) or patterns (baseline) per model call (default: 32)")
     parser.add_argument("--run", help="name of the prediction run (default: a UTC time stamp)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide the progress bar of the Dask job (default: shown on standard "
+                        "output)")
     add_cluster_arguments(parser)
     return parser
 
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_path = predict(options.store, group, options.model, client=client,
                            batch_size=options.batch_size, run=options.run,
                            stitch_crop_size=options.stitch_crop_size,
-                           progress=progress_bar(client))
+                           progress=None if options.no_progress else progress_bar(client))
     finally:
         close_client(client)
 
