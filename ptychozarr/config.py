@@ -155,6 +155,10 @@ class ModelConfig(ConfigBase):
         bounded to (-pi, pi)) or ``"linear"`` (unbounded; the phase enters only through
         ``exp(i phase)``, so it cannot saturate when the object's mean phase drifts towards
         ±pi, as it can on measured data).
+    hidden_activation
+        Activation of every hidden convolution of the PINN: ``"relu"`` (the reference's) or
+        ``"leaky_relu"`` (slope 0.2 below zero). A ReLU unit whose output is zero for every input
+        gets no gradient and never recovers; a leaky unit always passes some gradient.
     probe_trainable
         Let the PINN refine the probe.
     intensity_scale_trainable
@@ -174,6 +178,7 @@ class ModelConfig(ConfigBase):
     n_filters_scale: int = 2
     amp_activation: Literal["sigmoid", "swish", "softplus", "relu"] = "sigmoid"
     phase_activation: Literal["pi_tanh", "linear"] = "pi_tanh"
+    hidden_activation: Literal["relu", "leaky_relu"] = "relu"
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     probe_scale: float = 4.0
@@ -192,6 +197,9 @@ class ModelConfig(ConfigBase):
         require(self.phase_activation in ("pi_tanh", "linear"),
                 f"phase_activation: invalid value {self.phase_activation!r}; use 'pi_tanh' or "
                 "'linear'.")
+        require(self.hidden_activation in ("relu", "leaky_relu"),
+                f"hidden_activation: invalid value {self.hidden_activation!r}; use 'relu' or "
+                "'leaky_relu'.")
         require(self.n_filters_scale >= 1,
                 f"n_filters_scale: invalid value {self.n_filters_scale!r}; use an integer >= 1.")
         require(self.probe_scale > 0,

@@ -38,7 +38,7 @@ from ptychozarr.tfdata import check_readable, examples_per_group, make_dataset
 if TYPE_CHECKING:
     from ptychozarr.models.factory import BuiltModel
 
-__all__ = ["TrainingResult", "should_stream", "split_groups", "train"]
+__all__ = ["TrainingResult", "should_stream", "split_groups", "train", "uniform_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -422,6 +422,7 @@ def train(container: LazyContainer, model_config: ModelConfig,
         history = _fit(built, train_set, validation_set, training_config, streaming=streaming,
                        initial_epoch=initial_epoch, history=history, checkpoints=checkpoints,
                        restored=restored, callbacks=callbacks)
+    _warn_if_uniform(built, train_set)
 
     bundle_path = None
     if out is not None:
@@ -471,6 +472,60 @@ def _save(out: Path, built: BuiltModel, container: LazyContainer, config: ModelC
                        overwrite=overwrite)
     shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
     return path
+
+
+_UNIFORM_CHECK_GROUPS = 64
+"""Training groups predicted after training to check that the outputs still vary."""
+
+UNIFORM_RANGE = 1e-4
+"""Largest range, relative to the magnitude, of an output that counts as one value."""
+
+
+def _output_images(built: BuiltModel, block: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return the amplitude and phase images the trained model predicts for ``block``."""
+    from ptychozarr.models import flatten_members
+
+    if built.config.kind == "baseline":
+        amplitude, phase = built.inference.predict_on_batch(flatten_members(block["X"]))
+        return {"amplitude": np.asarray(amplitude), "phase": np.asarray(phase)}
+    obj = np.asarray(built.inference.predict_on_batch(
+        [block["X"] * np.float32(built.intensity_scale), block["relative"].astype(np.float32)]))
+    return {"amplitude": np.abs(obj), "phase": np.angle(obj)}
+
+
+def uniform_outputs(built: BuiltModel, container: LazyContainer) -> dict[str, float]:
+    """Return the model's outputs that have one value on the first groups of ``container``.
+
+    A decoder whose units have all stopped responding (ReLU units switched off by large early
+    optimizer steps), whose output activation has saturated, or a baseline not yet trained long
+    enough predicts the same value for every pixel of every pattern; such an output carries no
+    image.
+
+    Returns
+    -------
+    dict
+        Output name (``"amplitude"``, ``"phase"``) -> its single value, for each output whose
+        range over the first 64 groups is at most 1e-4 of its magnitude (or 1e-4 absolute).
+        A network that responds to its input varies far more than that.
+    """
+    rows = np.arange(min(len(container), _UNIFORM_CHECK_GROUPS))
+    block = container.select(rows).read_all(["X", "relative"])
+    uniform = {}
+    for name, values in _output_images(built, block).items():
+        if np.ptp(values) <= UNIFORM_RANGE * max(1.0, float(np.abs(values).max())):
+            uniform[name] = float(values.flat[0])
+    return uniform
+
+
+def _warn_if_uniform(built: BuiltModel, container: LazyContainer) -> None:
+    for name, value in uniform_outputs(built, container).items():
+        logger.warning(
+            "The trained %s predicts the same %s (%.4g) for every pixel of the first %d "
+            "training groups, so that output carries no image: the units that feed it no longer "
+            "respond, or its activation has saturated. For a PINN, train again with "
+            "--hidden-activation leaky_relu and a smaller learning rate (--learning-rate 3e-4); "
+            "for a baseline, train more epochs.",
+            built.config.kind, name, value, min(len(container), _UNIFORM_CHECK_GROUPS))
 
 
 def _optional_probe(container: LazyContainer) -> np.ndarray | None:

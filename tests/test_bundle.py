@@ -45,10 +45,11 @@ def _inputs(groups: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _save(path: Path, kind: str = "pinn", *, phase_activation: str = "pi_tanh",
-          **options: Any) -> tuple[Path, BuiltModel]:
+          hidden_activation: str = "relu", **options: Any) -> tuple[Path, BuiltModel]:
     config = ModelConfig(kind=kind, n=N, gridsize=2, n_filters_scale=1,  # type: ignore[arg-type]
                          max_offset_px=3.0,
-                         phase_activation=phase_activation)  # type: ignore[arg-type]
+                         phase_activation=phase_activation,  # type: ignore[arg-type]
+                         hidden_activation=hidden_activation)  # type: ignore[arg-type]
     built = build_model(config, probe=_probe(), intensity_scale=40.0, seed=0)
     saved = save_bundle(path, built, model_config=config, training_config=TrainingConfig(),
                         history=HISTORY, alpha=0.25, intensity_scale=40.0, probe=_probe(),
@@ -89,8 +90,18 @@ def test_pinn_round_trip_predictions(pinn_bundle: tuple[Path, BuiltModel]) -> No
     np.testing.assert_array_equal(predicted, expected[..., 0])
 
 
-def test_linear_phase_round_trip(tmp_path: Path) -> None:
-    path, built = _save(tmp_path / "linear", phase_activation="linear")
+def _layer_kind(layer: Any) -> str:
+    """Return a layer's activation when it has one, else its class name."""
+    return str(layer.get_config().get("activation", layer.__class__.__name__))
+
+
+@pytest.mark.parametrize(("option", "value", "layer", "kind"), [
+    ("phase_activation", "linear", "phase_activation", "Identity"),
+    ("hidden_activation", "leaky_relu", "encoder_0_conv_a", "leaky_relu"),
+])
+def test_model_option_round_trip(tmp_path: Path, option: str, value: str, layer: str,
+                                 kind: str) -> None:
+    path, built = _save(tmp_path / value, **{option: value})
     x, relative = _inputs(3, 4)
     bundle = load_bundle(path)
 
@@ -98,8 +109,8 @@ def test_linear_phase_round_trip(tmp_path: Path) -> None:
     expected = built.inference.predict_on_batch([x * np.float32(40.0),
                                                  relative.astype(np.float32)])
 
-    assert bundle.model_config.phase_activation == "linear"
-    assert built.training.get_layer("phase_activation").__class__.__name__ == "Identity"
+    assert getattr(bundle.model_config, option) == value
+    assert _layer_kind(bundle.model.get_layer(layer)) == kind
     np.testing.assert_array_equal(predicted, expected[..., 0])
 
 

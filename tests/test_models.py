@@ -200,6 +200,33 @@ def test_config_rejects_phase_activation() -> None:
         ModelConfig(phase_activation="relu")  # type: ignore[arg-type]
 
 
+def test_config_rejects_hidden_activation() -> None:
+    with pytest.raises(InvalidInputError, match="hidden_activation: invalid value 'tanh'; use"):
+        ModelConfig(hidden_activation="tanh")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("activation", "gradient_flows"), [("relu", False),
+                                                            ("leaky_relu", True)])
+def test_switched_off_units_get_gradient(activation: str, gradient_flows: bool) -> None:
+    import tensorflow as tf
+
+    config = ModelConfig(n=64, n_filters_scale=1,
+                         hidden_activation=activation)  # type: ignore[arg-type]
+    built = build_model(config, probe=_disk_probe(64), intensity_scale=10.0, seed=0)
+    layer = built.training.get_layer("amplitude_decoder_2_conv_b")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, np.full_like(bias, -100.0)])
+    x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
+
+    with tf.GradientTape() as tape:
+        amplitude = tf.abs(built.inference([x, np.zeros((2, 1, 2), np.float32)]))
+        total = tf.reduce_sum(amplitude)
+    gradient = tape.gradient(total, layer.kernel)
+
+    assert layer.get_config()["activation"] == activation
+    assert bool(np.any(np.asarray(gradient) != 0)) is gradient_flows
+
+
 def test_compile_rejects_no_loss() -> None:
     config = ModelConfig(n=64, n_filters_scale=1, nll_weight=0.0, mae_weight=0.0)
     built = build_model(config, probe=_disk_probe(64), intensity_scale=1.0, seed=0)

@@ -23,7 +23,13 @@ from ptychozarr.models import load_bundle
 from ptychozarr.models.bundle import save_untrained_bundle
 from ptychozarr.models.factory import probe_scale_for
 from ptychozarr.simulate import SimulationConfig, simulate_dataset
-from ptychozarr.training import TrainingResult, should_stream, split_groups, train
+from ptychozarr.training import (
+    TrainingResult,
+    should_stream,
+    split_groups,
+    train,
+    uniform_outputs,
+)
 from ptychozarr.workflows.train import main
 
 VIEW = "synthetic"
@@ -186,6 +192,15 @@ def test_cli_probe_scale_auto(store_g1: Path, tmp_path: Path) -> None:
     assert probe_scale_for(probe) != pytest.approx(4.0, rel=0.05)
 
 
+def test_cli_hidden_activation(store_g1: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaky"
+    status = main(["--model", "pinn", str(store_g1), "--group", VIEW, str(out), "--epochs", "1",
+                   "--n-filters-scale", "1", "--no-progress", "--hidden-activation", "leaky_relu"])
+
+    assert status == 0
+    assert load_bundle(out).model_config.hidden_activation == "leaky_relu"
+
+
 def test_cli_rejects_bad_probe_scale(store_g1: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -270,3 +285,31 @@ def test_trained_pair_generalises(trained_pair: dict[str, Path],
     assert trained_residual <= 0.15
     assert trained_residual <= 0.6 * untrained_residual
     assert amplitude_error <= 0.12
+
+
+def test_uniform_outputs_detects_dead_head(store_g1: Path) -> None:
+    from ptychozarr.models import build_model
+
+    container = LazyContainer.open(store_g1, group=VIEW)
+    config = ModelConfig(**TINY)  # type: ignore[arg-type]
+    built = build_model(config, probe=container.probe_numpy(), intensity_scale=container.norm_Y_I,
+                        seed=0)
+    healthy = uniform_outputs(built, container)
+    head = built.training.get_layer("amplitude_head")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.full_like(bias, 0.3)])
+
+    assert healthy == {}
+    assert uniform_outputs(built, container) == {"amplitude": pytest.approx(1 / (1 + np.exp(-0.3)))}
+
+
+def test_train_warns_about_uniform_output(store_g1: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # At a learning rate of 1 the first steps saturate the output activations for good.
+    container = LazyContainer.open(store_g1, group=VIEW)
+    training = TrainingConfig(epochs=2, batch_size=4, learning_rate=1.0, seed=0)
+
+    with caplog.at_level(logging.WARNING, logger="ptychozarr.training"):
+        train(container, ModelConfig(**TINY), training)  # type: ignore[arg-type]
+
+    assert "predicts the same amplitude" in caplog.text
+    assert "--hidden-activation leaky_relu and a smaller learning rate" in caplog.text

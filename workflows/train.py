@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--phase-activation", choices=["pi_tanh", "linear"], default="pi_tanh",
                        help="PINN phase activation: pi * tanh as in PtychoPINN (default), or "
                        "linear, which cannot saturate when the phase drifts towards ±pi")
+    model.add_argument("--hidden-activation", choices=["relu", "leaky_relu"], default="relu",
+                       help="PINN activation of every hidden convolution: relu as in PtychoPINN "
+                       "(default), or leaky_relu, whose units cannot switch off for good")
     model.add_argument("--probe-trainable", action="store_true",
                        help="let the PINN refine the probe")
     model.add_argument("--probe-file", metavar="PATH",
@@ -137,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind=options.model, n=container.n, gridsize=round(container.channels**0.5),
         n_filters_scale=options.n_filters_scale, amp_activation=options.amp_activation,
         phase_activation=options.phase_activation,
+        hidden_activation=options.hidden_activation,
         probe_trainable=options.probe_trainable,
         probe_scale=4.0 if probe_scale == "auto" else probe_scale,
         intensity_scale_trainable=options.intensity_scale_trainable,

@@ -95,32 +95,40 @@ def kernel_initializer(seeds: Iterator[int] | None) -> keras.initializers.Initia
     return keras.initializers.GlorotUniform(seed=seed)
 
 
-def _conv(filters: int, name: str, seeds: Iterator[int] | None) -> keras.layers.Layer:
-    return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=name,
+def _conv(filters: int, name: str, seeds: Iterator[int] | None,
+          activation: str) -> keras.layers.Layer:
+    return keras.layers.Conv2D(filters, 3, padding="same", activation=activation, name=name,
                                kernel_initializer=kernel_initializer(seeds))
 
 
 def _conv_blocks(x: Any, filters: tuple[int, ...], *, prefix: str, seeds: Iterator[int] | None,
-                 resample: type[keras.layers.Layer], suffix: str) -> Any:
+                 resample: type[keras.layers.Layer], suffix: str, activation: str) -> Any:
     for index, count in enumerate(filters):
-        x = _conv(count, f"{prefix}_{index}_conv_a", seeds)(x)
-        x = _conv(count, f"{prefix}_{index}_conv_b", seeds)(x)
+        x = _conv(count, f"{prefix}_{index}_conv_a", seeds, activation)(x)
+        x = _conv(count, f"{prefix}_{index}_conv_b", seeds, activation)(x)
         x = resample(2, name=f"{prefix}_{index}_{suffix}")(x)
     return x
 
 
 def encoder_blocks(x: Any, filters: tuple[int, ...], *, prefix: str,
-                   seeds: Iterator[int] | None) -> Any:
-    """Apply one [Conv 3x3 ReLU, Conv 3x3 ReLU, MaxPool 2] block per entry of ``filters``."""
+                   seeds: Iterator[int] | None, activation: str = "relu") -> Any:
+    """Apply one [Conv 3x3, Conv 3x3, MaxPool 2] block per entry of ``filters``.
+
+    ``activation`` is the Keras activation of every convolution (ReLU by default).
+    """
     return _conv_blocks(x, filters, prefix=prefix, seeds=seeds,
-                        resample=keras.layers.MaxPooling2D, suffix="pool")
+                        resample=keras.layers.MaxPooling2D, suffix="pool", activation=activation)
 
 
 def decoder_blocks(x: Any, filters: tuple[int, ...], *, prefix: str,
-                   seeds: Iterator[int] | None) -> Any:
-    """Apply one [Conv 3x3 ReLU, Conv 3x3 ReLU, UpSample 2] block per entry of ``filters``."""
+                   seeds: Iterator[int] | None, activation: str = "relu") -> Any:
+    """Apply one [Conv 3x3, Conv 3x3, UpSample 2] block per entry of ``filters``.
+
+    ``activation`` is the Keras activation of every convolution (ReLU by default).
+    """
     return _conv_blocks(x, filters, prefix=prefix, seeds=seeds,
-                        resample=keras.layers.UpSampling2D, suffix="upsample")
+                        resample=keras.layers.UpSampling2D, suffix="upsample",
+                        activation=activation)
 
 
 @_register

@@ -14,6 +14,7 @@ N     encoder                    each decoder
 256   8, 16, 32, 64, 128         256, 128, 64, 32, 16
 ====  =========================  ==============================
 
+With ``hidden_activation="leaky_relu"`` every hidden convolution uses a leaky ReLU instead.
 The amplitude head ends in ``amp_activation`` (sigmoid by default), the phase head in
 ``pi * tanh`` or, with ``phase_activation="linear"``, in no activation. There are no skip
 connections.
@@ -122,13 +123,16 @@ def _complex_patches(features: Any, config: ModelConfig, seeds: Iterator[int] | 
     """Decode bottleneck features into (batch, N, N, channel) complex patches."""
     filters = tuple(count * config.n_filters_scale for count in DECODER_FILTERS[config.n])
 
-    amplitude = layers.decoder_blocks(features, filters, prefix="amplitude_decoder", seeds=seeds)
+    activation = config.hidden_activation
+    amplitude = layers.decoder_blocks(features, filters, prefix="amplitude_decoder", seeds=seeds,
+                                      activation=activation)
     amplitude = keras.layers.Conv2D(config.channels, 3, padding="same", name="amplitude_head",
                                     kernel_initializer=layers.kernel_initializer(seeds))(amplitude)
     amplitude = keras.layers.Activation(config.amp_activation, name="amplitude_activation")(
         amplitude)
 
-    phase = layers.decoder_blocks(features, filters, prefix="phase_decoder", seeds=seeds)
+    phase = layers.decoder_blocks(features, filters, prefix="phase_decoder", seeds=seeds,
+                                  activation=activation)
     phase = keras.layers.Conv2D(config.channels, 3, padding="same", name="phase_head",
                                 kernel_initializer=layers.kernel_initializer(seeds))(phase)
     if config.phase_activation == "linear":
@@ -178,7 +182,8 @@ def build_pinn(config: ModelConfig, *, probe: np.ndarray, intensity_scale: float
     seeds = None if seed is None else itertools.count(seed * 1000)
     encoder_filters = tuple(count * config.n_filters_scale for count in ENCODER_FILTERS[n])
     x = photon_scale(diffraction, power=-1.0)
-    features = layers.encoder_blocks(x, encoder_filters, prefix="encoder", seeds=seeds)
+    features = layers.encoder_blocks(x, encoder_filters, prefix="encoder", seeds=seeds,
+                                     activation=config.hidden_activation)
     patches = _complex_patches(features, config, seeds)
 
     if config.gridsize == 1:
