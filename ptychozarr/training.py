@@ -496,10 +496,9 @@ def _output_images(built: BuiltModel, block: Mapping[str, np.ndarray]) -> dict[s
 def uniform_outputs(built: BuiltModel, container: LazyContainer) -> dict[str, float]:
     """Return the model's outputs that have one value on the first groups of ``container``.
 
-    A decoder whose units have all stopped responding (ReLU units switched off by large early
-    optimizer steps), whose output activation has saturated, or a baseline not yet trained long
-    enough predicts the same value for every pixel of every pattern; such an output carries no
-    image.
+    Such an output carries no image. It arises when every unit feeding it has stopped
+    responding (ReLU units switched off by large early optimizer steps), when its activation has
+    saturated, or when a baseline has not yet trained long enough.
 
     Returns
     -------

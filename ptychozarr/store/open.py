@@ -134,8 +134,10 @@ def required_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
 
 
 def read_probe(root: zarr.Group, *, where: str) -> np.ndarray:
-    """Read the store's (N, N) probe as complex64, or raise a :class:`MissingKeyError` that says
-    how to convert the data with one."""
+    """Read the store's (N, N) probe as complex64.
+
+    A store without one raises :class:`MissingKeyError`, with how to convert the data with a probe.
+    """
     array = root.get("probe")
     if not isinstance(array, zarr.Array):
         raise MissingKeyError(
