@@ -156,7 +156,7 @@ class ModelConfig(ConfigBase):
         ``exp(i phase)``, so it cannot saturate when the object's mean phase drifts towards
         ±pi, as it can on measured data).
     hidden_activation
-        Activation of every hidden convolution of the PINN: ``"relu"`` (the reference's) or
+        Activation of every hidden convolution of either network: ``"relu"`` (the reference's) or
         ``"leaky_relu"`` (slope 0.2 below zero). A ReLU unit whose output is zero for every input
         gets no gradient and never recovers; a leaky unit always passes some gradient.
     probe_trainable

@@ -422,7 +422,7 @@ def train(container: LazyContainer, model_config: ModelConfig,
         history = _fit(built, train_set, validation_set, training_config, streaming=streaming,
                        initial_epoch=initial_epoch, history=history, checkpoints=checkpoints,
                        restored=restored, callbacks=callbacks)
-    _warn_if_uniform(built, train_set)
+    _warn_if_uniform(built, train_set, training_config)
 
     bundle_path = None
     if out is not None:
@@ -516,15 +516,31 @@ def uniform_outputs(built: BuiltModel, container: LazyContainer) -> dict[str, fl
     return uniform
 
 
-def _warn_if_uniform(built: BuiltModel, container: LazyContainer) -> None:
+def _uniform_advice(name: str, value: float, config: ModelConfig,
+                    training: TrainingConfig) -> str:
+    """Return what to change when output ``name`` of a model trained so came out as ``value``."""
+    if config.kind == "baseline":
+        return "Train for more epochs."
+    steps = []
+    if name == "phase" and config.phase_activation == "pi_tanh" and abs(value) > 3.0:
+        steps.append("--phase-activation linear, which cannot saturate at ±π")
+    if config.hidden_activation == "relu":
+        steps.append("--hidden-activation leaky_relu, whose units cannot switch off for good")
+    steps.append(f"a learning rate below {training.learning_rate:g} (--learning-rate; 3e-4 "
+                 "worked on the documented random-lines run)")
+    return "Train again with " + "; ".join(steps) + "."
+
+
+def _warn_if_uniform(built: BuiltModel, container: LazyContainer,
+                     training: TrainingConfig) -> None:
+    label = "PINN" if built.config.kind == "pinn" else "baseline"
     for name, value in uniform_outputs(built, container).items():
         logger.warning(
             "The trained %s predicts the same %s (%.4g) for every pixel of the first %d "
             "training groups, so that output carries no image: the units that feed it no longer "
-            "respond, or its activation has saturated. For a PINN, train again with "
-            "--hidden-activation leaky_relu and a smaller learning rate (--learning-rate 3e-4); "
-            "for a baseline, train more epochs.",
-            built.config.kind, name, value, min(len(container), _UNIFORM_CHECK_GROUPS))
+            "respond, or its activation has saturated. %s",
+            label, name, value, min(len(container), _UNIFORM_CHECK_GROUPS),
+            _uniform_advice(name, value, built.config, training))
 
 
 def _optional_probe(container: LazyContainer) -> np.ndarray | None:

@@ -227,6 +227,17 @@ def test_switched_off_units_get_gradient(activation: str, gradient_flows: bool) 
     assert bool(np.any(np.asarray(gradient) != 0)) is gradient_flows
 
 
+def test_baseline_uses_hidden_activation() -> None:
+    config = ModelConfig(kind="baseline", n=64, n_filters_scale=1,
+                         hidden_activation="leaky_relu")
+    model = build_model(config, probe=None, intensity_scale=1.0, seed=0).training
+
+    activations = {layer.get_config()["activation"] for layer in model.layers
+                   if "_conv_" in layer.name}
+
+    assert activations == {"leaky_relu"}
+
+
 def test_compile_rejects_no_loss() -> None:
     config = ModelConfig(n=64, n_filters_scale=1, nll_weight=0.0, mae_weight=0.0)
     built = build_model(config, probe=_disk_probe(64), intensity_scale=1.0, seed=0)

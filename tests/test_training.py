@@ -311,5 +311,6 @@ def test_train_warns_about_uniform_output(store_g1: Path, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="ptychozarr.training"):
         train(container, ModelConfig(**TINY), training)  # type: ignore[arg-type]
 
-    assert "predicts the same amplitude" in caplog.text
-    assert "--hidden-activation leaky_relu and a smaller learning rate" in caplog.text
+    assert "The trained PINN predicts the same amplitude" in caplog.text
+    assert "--hidden-activation leaky_relu, whose units" in caplog.text
+    assert "a learning rate below 1 (--learning-rate" in caplog.text

@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _export(out, obj, origin_xy_px=origin, pixel_size_m=pixel_size_m,
             source={"store": str(Path(options.store).resolve()), "run": run_path,
                     "bundle": str(info.path)})
-    print(f"\nStored {run_path} in {options.store}")
+    if not options.no_progress:
+        print()  # the progress bar leaves the cursor at the end of its line
+    print(f"Stored {run_path} in {options.store}")
     print(f"Object ({obj.shape[0]} x {obj.shape[1]} px, origin {origin}) written to {out}")
     return 0

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="PINN phase activation: pi * tanh as in PtychoPINN (default), or "
                        "linear, which cannot saturate when the phase drifts towards ±pi")
     model.add_argument("--hidden-activation", choices=["relu", "leaky_relu"], default="relu",
-                       help="PINN activation of every hidden convolution: relu as in PtychoPINN "
+                       help="activation of every hidden convolution: relu as in PtychoPINN "
                        "(default), or leaky_relu, whose units cannot switch off for good")
     model.add_argument("--probe-trainable", action="store_true",
                        help="let the PINN refine the probe")

@@ -30,9 +30,10 @@ DECODER_FILTERS = (128, 64, 32)
 """Filters of each decoder for every N, before ``n_filters_scale``."""
 
 
-def _head(features: Any, filters: tuple[int, ...], name: str,
-          seeds: Iterator[int] | None) -> Any:
-    x = layers.decoder_blocks(features, filters, prefix=f"{name}_decoder", seeds=seeds)
+def _head(features: Any, filters: tuple[int, ...], name: str, seeds: Iterator[int] | None,
+          activation: str) -> Any:
+    x = layers.decoder_blocks(features, filters, prefix=f"{name}_decoder", seeds=seeds,
+                              activation=activation)
     return keras.layers.Conv2D(1, 3, padding="same", name=name,
                                kernel_initializer=layers.kernel_initializer(seeds))(x)
 
@@ -43,8 +44,8 @@ def build_baseline(config: ModelConfig, *, seed: int | None = None) -> keras.Mod
     Parameters
     ----------
     config
-        Model settings: ``n`` and ``n_filters_scale`` are used; ``gridsize`` only matters to the
-        data, which is flattened to single patterns.
+        Model settings: ``n``, ``n_filters_scale`` and ``hidden_activation`` are used;
+        ``gridsize`` only matters to the data, which is flattened to single patterns.
     seed
         Seed of the weight initialisation; ``None`` draws from Keras's global generator.
 
@@ -59,8 +60,10 @@ def build_baseline(config: ModelConfig, *, seed: int | None = None) -> keras.Mod
     diffraction = keras.Input((n, n, 1), name="diffraction", dtype="float32")
 
     encoder_filters = tuple(count * scale for count in ENCODER_FILTERS)
-    features = layers.encoder_blocks(diffraction, encoder_filters, prefix="encoder", seeds=seeds)
+    activation = config.hidden_activation
+    features = layers.encoder_blocks(diffraction, encoder_filters, prefix="encoder", seeds=seeds,
+                                     activation=activation)
     decoder_filters = tuple(count * scale for count in DECODER_FILTERS)
-    amplitude = _head(features, decoder_filters, "amplitude", seeds)
-    phase = _head(features, decoder_filters, "phase", seeds)
+    amplitude = _head(features, decoder_filters, "amplitude", seeds, activation)
+    phase = _head(features, decoder_filters, "phase", seeds, activation)
     return keras.Model(diffraction, [amplitude, phase], name="baseline")

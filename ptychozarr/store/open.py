@@ -143,7 +143,8 @@ def read_probe(root: zarr.Group, *, where: str) -> np.ndarray:
         raise MissingKeyError(
             f"{where}: the store has no 'probe' array. A PINN and probe refinement need the "
             "illumination; convert the data with a probe (an NPZ key named by `ptychozarr "
-            "convert --probe-key`, 'probeGuess' by default)."
+            "convert --probe-key`, 'probeGuess' by default), or give one to `ptychozarr train "
+            "--probe-file`."
         )
     return np.asarray(array[...], dtype=np.complex64)
 
