@@ -158,7 +158,7 @@ class ModelConfig(ConfigBase):
     hidden_activation
         Activation of every hidden convolution of either network: ``"relu"`` (the reference's) or
         ``"leaky_relu"`` (slope 0.2 below zero). A ReLU unit whose output is zero for every input
-        gets no gradient and never recovers; a leaky unit always passes some gradient.
+        gets no gradient, so it never recovers. A leaky unit always passes some gradient.
     probe_trainable
         Let the PINN refine the probe.
     intensity_scale_trainable

@@ -518,7 +518,7 @@ def uniform_outputs(built: BuiltModel, container: LazyContainer) -> dict[str, fl
 
 def _uniform_advice(name: str, value: float, config: ModelConfig,
                     training: TrainingConfig) -> str:
-    """Return what to change when output ``name`` of a model trained so came out as ``value``."""
+    """Return the settings to change when output ``name`` came out as the single ``value``."""
     if config.kind == "baseline":
         return "Train for more epochs."
     steps = []

@@ -136,7 +136,7 @@ def required_array(root: zarr.Group, path: str, *, where: str) -> zarr.Array:
 def read_probe(root: zarr.Group, *, where: str) -> np.ndarray:
     """Read the store's (N, N) probe as complex64.
 
-    A store without one raises :class:`MissingKeyError`, with how to convert the data with a probe.
+    Raises :class:`MissingKeyError` when the store has no probe; its message names the fixes.
     """
     array = root.get("probe")
     if not isinstance(array, zarr.Array):
